@@ -1,0 +1,22 @@
+# Copyright 2026 The ppomax_trl Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""PPO and PPO-max for current TRL: drop-in `PPOTrainer`/`PPOConfig` and the `PPOMaxTrainer`/`PPOMaxConfig` recipe."""
+
+from .ppo_config import PPOConfig, PPOMaxConfig
+from .ppo_trainer import PolicyAndValueWrapper, PPOMaxTrainer, PPOTrainer
+
+
+__version__ = "0.1.0"
+
+__all__ = ["PPOConfig", "PPOMaxConfig", "PPOMaxTrainer", "PPOTrainer", "PolicyAndValueWrapper"]

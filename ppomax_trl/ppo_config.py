@@ -1,0 +1,301 @@
+# Copyright 2026 The ppomax_trl Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""`PPOConfig` (TRL 1.12 field names and defaults) and `PPOMaxConfig` (the PPO-max preset of arXiv 2307.04964)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+
+_KL_ESTIMATORS = ("k1", "k2", "k3")
+_REWARD_NORMALIZATIONS = ("none", "scale", "normalize")
+_KL_CONTROLLERS = ("fixed", "adaptive")
+
+
+@dataclass
+class PPOConfig(TrainingArguments):
+    r"""
+    Configuration for [`PPOTrainer`]: a drop-in for TRL 1.12's `trl.experimental.ppo.PPOConfig`.
+
+    Every TRL 1.12 field keeps its name and default, so 1.12 code runs after swapping the import. The PPO-max pieces
+    exist here too but are **off**, which reproduces vanilla PPO; [`PPOMaxConfig`] switches them on.
+
+    > Batch arithmetic (per process)
+
+    One training step ("update") collects a rollout buffer of `local_batch_size` prompts per process:
+    `num_rollouts` when set, else `per_device_train_batch_size * gradient_accumulation_steps` (TRL 1.12). The buffer
+    is then passed over `num_ppo_epochs` times, shuffled, in `num_mini_batches` minibatches; each minibatch is one
+    optimizer step, accumulated over micro-batches of at most `per_device_train_batch_size` samples. Losses are token
+    means over the whole minibatch, whatever its micro-batch split.
+
+    > Differences from TRL 1.12 (documented in the README)
+
+    - `max_grad_norm` (default 1.0) clips the global gradient norm of policy and critic together; 1.12 ignored it.
+    - The score is added at the last response token L, not at L + 1 (ppo_max_spec §2.7).
+    - `bf16=None` resolves to `False` when no CUDA device is present, so CPU runs work without flags.
+
+    > [!NOTE]
+    > Overrides of [`~transformers.TrainingArguments`] defaults: `learning_rate=3e-6`, `logging_steps=10`,
+    > `gradient_checkpointing=True` (as TRL), `bf16=None`.
+    """
+
+    # ---------------------------------------------------------------- TrainingArguments defaults overridden (as TRL)
+    learning_rate: float = field(default=3e-6, metadata={"help": "Initial learning rate of the policy (AdamW)."})
+    logging_steps: float = field(
+        default=10, metadata={"help": "Log every this many updates (a float < 1 is a fraction of the run)."}
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of `activation_checkpointing`; both unset means True, as in TRL."},
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={"help": "bf16 mixed precision. None: True on a CUDA device unless fp16 is set, False otherwise."},
+    )
+
+    # ---------------------------------------------------------------- TRL 1.12 fields, same names and defaults
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Number of processes for dataset preprocessing (chat template, tokenizing)."}
+    )
+    num_mini_batches: int = field(
+        default=1, metadata={"help": "Minibatches (optimizer steps) per pass over the rollout buffer."}
+    )
+    total_episodes: int | None = field(
+        default=None,
+        metadata={"help": "Total prompts to roll out over the run. None: `num_train_epochs * len(train_dataset)`."},
+    )
+    local_rollout_forward_batch_size: int = field(
+        default=64, metadata={"help": "Per-process chunk size for generation and no-grad forwards in the rollout."}
+    )
+    num_sample_generations: int = field(
+        default=10,
+        metadata={"help": "How many times to call `generate_completions` during training (needs `eval_dataset`)."},
+    )
+    response_length: int = field(default=53, metadata={"help": "Maximum number of new tokens per response."})
+    stop_token: str | None = field(
+        default=None,
+        metadata={"help": "'eos': stop responses at the tokenizer's EOS. Exclusive with `stop_token_id`."},
+    )
+    stop_token_id: int | None = field(
+        default=None, metadata={"help": "Token id that stops a response. Exclusive with `stop_token`."}
+    )
+    temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature; also divides the logits of every log-prob."}
+    )
+    missing_eos_penalty: float | None = field(
+        default=None,
+        metadata={"help": "Subtracted from the (shaped) score of responses that end without a stop token."},
+    )
+    sft_model_path: str = field(
+        default="EleutherAI/pythia-160m", metadata={"help": "Path to the SFT model (used by example scripts only)."}
+    )
+    world_size: int | None = field(default=None, metadata={"help": "Set by the trainer: number of processes."})
+    num_total_batches: int | None = field(default=None, metadata={"help": "Set by the trainer: number of updates."})
+    micro_batch_size: int | None = field(
+        default=None, metadata={"help": "Set by the trainer: `per_device_train_batch_size * world_size`."}
+    )
+    local_batch_size: int | None = field(
+        default=None, metadata={"help": "Set by the trainer: rollout samples per process per update."}
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": "Set by the trainer: rollout samples per update, all processes."}
+    )
+    local_mini_batch_size: int | None = field(
+        default=None, metadata={"help": "Set by the trainer: minibatch size per process."}
+    )
+    mini_batch_size: int | None = field(
+        default=None, metadata={"help": "Set by the trainer: minibatch size across processes."}
+    )
+    push_to_hub: bool = field(default=False, metadata={"help": "Push the policy to the Hub after training."})
+    reward_model_path: str = field(
+        default="EleutherAI/pythia-160m", metadata={"help": "Path to the reward model (used by example scripts only)."}
+    )
+    model_adapter_name: str | None = field(
+        default=None, metadata={"help": "PEFT adapter to train when the policy has several adapters."}
+    )
+    ref_adapter_name: str | None = field(
+        default=None, metadata={"help": "PEFT adapter that acts as the reference; None disables the adapter instead."}
+    )
+    num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout buffer."})
+    whiten_rewards: bool = field(
+        default=False, metadata={"help": "Whiten the per-token rewards of each rollout batch (TRL 1.12 option)."}
+    )
+    kl_coef: float = field(
+        default=0.05, metadata={"help": "KL penalty coefficient eta (initial value with the adaptive controller)."}
+    )
+    kl_estimator: str = field(
+        default="k1",
+        metadata={
+            "help": "Per-token KL estimator in the reward: 'k1' (unbiased), 'k2' (l^2/2) or 'k3' (low variance)."
+        },
+    )
+    cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clip range epsilon."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Value-loss coefficient."})
+    cliprange_value: float = field(
+        default=0.2, metadata={"help": "Value clip range around the rollout-time values (absolute units)."}
+    )
+    gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
+    ds3_gather_for_generation: bool = field(
+        default=True,
+        metadata={"help": "Under ZeRO-3, gather the policy weights for generation (faster, needs the memory)."},
+    )
+
+    # ---------------------------------------------------------------- beyond TRL 1.12 (PPO-max pieces: off here)
+    num_rollouts: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rollout buffer per process per update. None: `per_device_train_batch_size * "
+            "gradient_accumulation_steps` (TRL 1.12). When set, minibatches are `per_device_train_batch_size * "
+            "gradient_accumulation_steps` and `num_mini_batches` is derived."
+        },
+    )
+    reward_normalization: str = field(
+        default="none",
+        metadata={
+            "help": "Score reparameterisation with running moments of all scores so far: 'none', 'scale' (divide by "
+            "std) or 'normalize' (subtract mean, divide by std)."
+        },
+    )
+    use_reward_clip: bool = field(default=False, metadata={"help": "Clip the (normalised) score to +-reward_clip."})
+    reward_clip: float = field(default=10.0, metadata={"help": "Bound for `use_reward_clip`; must be > 0."})
+    kl_controller: str = field(
+        default="fixed", metadata={"help": "'fixed' KL coefficient or an 'adaptive' controller (Ziegler et al.)."}
+    )
+    kl_target: float = field(default=6.0, metadata={"help": "Adaptive controller: target per-sequence KL (nats)."})
+    kl_horizon: float = field(default=10000.0, metadata={"help": "Adaptive controller: horizon in episodes."})
+    whiten_advantages: bool = field(
+        default=True, metadata={"help": "Whiten advantages over each rollout batch (TRL 1.12 always did)."}
+    )
+    critic_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Rollout/update cycles at the start with the policy frozen and only the value loss on."},
+    )
+    critic_warmup_loss_threshold: float | None = field(
+        default=None, metadata={"help": "End the critic warm-up early once the value loss falls below this value."}
+    )
+    value_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the critic. None: `learning_rate`."}
+    )
+    ptx_coef: float = field(
+        default=0.0, metadata={"help": "PPO-ptx: weight of the LM loss on `ptx_dataset` (0 disables it)."}
+    )
+    ptx_batch_size: int | None = field(
+        default=None, metadata={"help": "ptx sequences per micro-batch. None: `per_device_train_batch_size`."}
+    )
+    ptx_max_length: int = field(
+        default=512, metadata={"help": "ptx sequences longer than this are cut to it (the count is logged)."}
+    )
+    entropy_coef: float = field(
+        default=0.0, metadata={"help": "Entropy bonus weight (not part of PPO-max; the paper advises against it)."}
+    )
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold for rollouts."})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "Prompts longer than this (in tokens) raise an error. None: no limit is checked."},
+    )
+    collapse_kl_threshold: float = field(
+        default=1.0, metadata={"help": "Warn when the mean per-token KL to the reference exceeds this (nats)."}
+    )
+    collapse_max_length_share: float = field(
+        default=0.9, metadata={"help": "Warn when this share of responses runs to `response_length` without a stop."}
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = (not self.fp16) and torch.cuda.is_available() and not self.use_cpu
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            self.activation_checkpointing = True
+        super().__post_init__()
+        if self.stop_token is not None and self.stop_token_id is not None:
+            raise ValueError("Set only one of `stop_token` and `stop_token_id`.")
+        if self.stop_token not in (None, "eos"):
+            raise ValueError(f"Unknown `stop_token` {self.stop_token!r}: use 'eos' or None (or `stop_token_id`).")
+        if self.kl_estimator not in _KL_ESTIMATORS:
+            raise ValueError(f"`kl_estimator` must be one of {_KL_ESTIMATORS}, got {self.kl_estimator!r}.")
+        if self.reward_normalization not in _REWARD_NORMALIZATIONS:
+            raise ValueError(
+                f"`reward_normalization` must be one of {_REWARD_NORMALIZATIONS}, got {self.reward_normalization!r}."
+            )
+        if self.kl_controller not in _KL_CONTROLLERS:
+            raise ValueError(f"`kl_controller` must be one of {_KL_CONTROLLERS}, got {self.kl_controller!r}.")
+        if self.kl_controller == "adaptive" and (self.kl_target <= 0 or self.kl_horizon <= 0):
+            raise ValueError("The adaptive KL controller needs `kl_target > 0` and `kl_horizon > 0`.")
+        if self.use_reward_clip and self.reward_clip <= 0:
+            raise ValueError("`reward_clip` must be > 0 when `use_reward_clip=True` (0 would zero every score).")
+        if self.temperature <= 0:
+            raise ValueError("`temperature` must be > 0; use a small value such as 0.01 for near-greedy sampling.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("`top_p` must be in (0, 1].")
+        for name in ("num_mini_batches", "num_ppo_epochs", "response_length", "local_rollout_forward_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.num_rollouts is not None and self.num_rollouts < 1:
+            raise ValueError("`num_rollouts` must be >= 1 or None.")
+        for name in ("critic_warmup_steps", "ptx_coef", "entropy_coef", "kl_coef", "vf_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
+            raise ValueError("`missing_eos_penalty` is subtracted from the score, so it must be >= 0.")
+        if self.cliprange <= 0 or self.cliprange_value <= 0:
+            raise ValueError("`cliprange` and `cliprange_value` must be > 0.")
+
+
+@dataclass
+class PPOMaxConfig(PPOConfig):
+    r"""
+    Configuration for [`PPOMaxTrainer`]: PPO-max of "Secrets of RLHF in Large Language Models Part I: PPO"
+    (https://huggingface.co/papers/2307.04964), every piece on by default. Each default below cites its source:
+    [P] the paper, [M] its reference code MOSS-RLHF. Switch a piece off with its flag to ablate it.
+
+    > [!NOTE]
+    > Differences from [`PPOConfig`]: `reward_normalization="normalize"`, `use_reward_clip=True` (`reward_clip=0.8`),
+    > `critic_warmup_steps=10`, `whiten_advantages=False`, `num_ppo_epochs=1`, `vf_coef=1.0`, `stop_token="eos"`,
+    > `temperature=0.8`, `top_p=0.9`, `learning_rate=5e-7`, `value_learning_rate=1.5e-6`, `adam_beta2=0.95`.
+    """
+
+    # [P] §5.3.1 / Eq. 18: "reward normalization and clipping" with the historical mean and variance.
+    reward_normalization: str = field(
+        default="normalize", metadata={"help": "PPO-max: (r - running mean) / running std ([P] Eq. 18)."}
+    )
+    use_reward_clip: bool = field(default=True, metadata={"help": "PPO-max: clip the normalised score ([P] §5.3.1)."})
+    # [P] Fig. 6 compares delta = 0.3 (stable alone) and 0.8 (collapses near step 850 *without* the KL penalty); the
+    # paper recommends a relaxed clip combined with the other constraints, so the preset takes the relaxed value.
+    reward_clip: float = field(default=0.8, metadata={"help": "PPO-max reward clip delta ([P] Fig. 6)."})
+    # [P] §5.3.3: pre-train the critic "until the loss of value prediction function approaches zero"; no step count is
+    # given, so this is a project choice, with `critic_warmup_loss_threshold` to stop earlier.
+    critic_warmup_steps: int = field(
+        default=10, metadata={"help": "PPO-max critic pre-training cycles, policy frozen ([P] §5.3.3)."}
+    )
+    # [P] App. B.1: reward normalisation, advantage normalisation and value clipping conflict; PPO-max keeps the first.
+    whiten_advantages: bool = field(default=False, metadata={"help": "Off in PPO-max ([P] App. B.1)."})
+    # [M] runs one pass over each small buffer (`ppo_epochs` hard-coded to 1): more on-policy, more stable.
+    num_ppo_epochs: int = field(default=1, metadata={"help": "Passes over each rollout buffer ([M]: 1)."})
+    # [M] `config_ppo.py`: `vf_loss_weight = 1.0`.
+    vf_coef: float = field(default=1.0, metadata={"help": "Value-loss coefficient ([M]: 1.0)."})
+    # [M] keeps the sampled EOS and scores at it; the reward model was trained on prompt + response + EOS.
+    stop_token: str | None = field(default="eos", metadata={"help": "Stop responses at EOS ([M])."})
+    # [P]/[M] sampling: temperature 0.8, top-p 0.9.
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature ([P]/[M]: 0.8)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling ([P]/[M]: 0.9)."})
+    # [P] §5.1: policy lr 5e-7; critic lr 1.65e-6 ([P]) / 1.5e-6 ([M] `critic_lr`).
+    learning_rate: float = field(default=5e-7, metadata={"help": "Policy learning rate ([P] §5.1: 5e-7)."})
+    value_learning_rate: float | None = field(
+        default=1.5e-6, metadata={"help": "Critic learning rate ([M]: 1.5e-6; [P]: 1.65e-6)."}
+    )
+    # [M] AdamW betas (0.9, 0.95).
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 ([M]: 0.95)."})
