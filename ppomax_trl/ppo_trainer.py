@@ -38,7 +38,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from datasets import Dataset
@@ -239,9 +239,9 @@ class PPOTrainer(Trainer):
             `args.ptx_coef > 0`.
     """
 
-    _tag_names = ["ppomax-trl", "ppo"]
+    _tag_names: ClassVar[list[str]] = ["ppomax-trl", "ppo"]
     _name = "PPO"
-    _paper = {
+    _paper: ClassVar[dict[str, str]] = {
         "title": "Fine-Tuning Language Models from Human Preferences",
         "id": "1909.08593",
     }
@@ -1213,9 +1213,12 @@ class PPOMaxTrainer(PPOTrainer):
     grad clipping and collapse monitors. Every piece is a flag of [`PPOMaxConfig`].
     """
 
-    _tag_names = ["ppomax-trl", "ppo-max"]
+    _tag_names: ClassVar[list[str]] = ["ppomax-trl", "ppo-max"]
     _name = "PPO-max"
-    _paper = {"title": "Secrets of RLHF in Large Language Models Part I: PPO", "id": "2307.04964"}
+    _paper: ClassVar[dict[str, str]] = {
+        "title": "Secrets of RLHF in Large Language Models Part I: PPO",
+        "id": "2307.04964",
+    }
 
     def __init__(self, args: PPOConfig, *positional, **kwargs) -> None:
         if type(args) is PPOConfig:
