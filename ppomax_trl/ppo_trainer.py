@@ -51,6 +51,7 @@ from transformers import (
     Trainer,
     TrainerCallback,
     TrainerState,
+    TrainingArguments,
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import is_peft_available, logging
@@ -330,6 +331,11 @@ class PPOTrainer(Trainer):
         self.prompt_collator = data_collator
 
         wrapper = PolicyAndValueWrapper(model, value_model)
+        if args.world_size is None:
+            # the TRL 1.12 `world_size` field hides `TrainingArguments.world_size`, which `Trainer.__init__` reads to
+            # fill DeepSpeed's batch sizes: resolve it now (`args.device` sets up the distributed state)
+            _ = args.device
+            args.world_size = TrainingArguments.world_size.fget(args)
         super().__init__(
             model=wrapper,
             args=args,
@@ -398,7 +404,9 @@ class PPOTrainer(Trainer):
                 param.requires_grad_(True)
             return critic.train()
         base = _peft_base(policy)
-        critic = AutoModelForSequenceClassification.from_config(copy.deepcopy(base.config), num_labels=1)
+        config = copy.deepcopy(base.config)
+        config.num_labels = 1
+        critic = AutoModelForSequenceClassification.from_config(config)
         backbone_state = getattr(base, base.base_model_prefix).state_dict()
         getattr(critic, critic.base_model_prefix).load_state_dict(
             {k.replace(".base_layer", ""): v for k, v in backbone_state.items() if "lora_" not in k}, strict=False

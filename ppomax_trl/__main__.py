@@ -1,0 +1,4 @@
+from ppomax_trl.cli import main
+
+
+raise SystemExit(main())
