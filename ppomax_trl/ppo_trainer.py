@@ -158,6 +158,42 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def _is_zero3_partitioned(model: nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 has partitioned the parameters (`zero.Init` at load, e.g. with `zero3_init_flag`)."""
+    return any(hasattr(param, "ds_id") for param in model.parameters())
+
+
+def _copy_zero3_parameters(target: nn.Module, sources: dict[str, nn.Parameter]) -> None:
+    """Copy `sources` into the same-named parameters of `target`, both ZeRO-3 partitioned, one gathered pair at a time."""
+    import deepspeed
+
+    is_main = torch.distributed.get_rank() == 0
+    for name, param in target.named_parameters():
+        if name in sources:
+            with deepspeed.zero.GatheredParameters([sources[name], param], modifier_rank=0):
+                if is_main:
+                    param.data.copy_(sources[name].data)
+
+
+def _copy_model(model: nn.Module) -> nn.Module:
+    """`copy.deepcopy`, except for a ZeRO-3 partitioned model, whose deep copy would hold empty shards: build a fresh
+    partitioned model from the config and copy the weights gathered."""
+    if not _is_zero3_partitioned(model):
+        return copy.deepcopy(model)
+    clone = type(model)._from_config(copy.deepcopy(model.config), dtype=next(model.parameters()).dtype)
+    if getattr(model, "generation_config", None) is not None:
+        clone.generation_config = copy.deepcopy(model.generation_config)
+    sources = dict(model.named_parameters())
+    _copy_zero3_parameters(clone, sources)
+    buffers = dict(model.named_buffers())
+    for name, buffer in clone.named_buffers():
+        if name in buffers:
+            buffer.data.copy_(buffers[name])
+    for name, param in clone.named_parameters():
+        param.requires_grad_(sources[name].requires_grad)
+    return clone.train(model.training)
+
+
 def _gather_response_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
     """log softmax(logits / T) at `tokens`: `(B, T, V), (B, T) -> (B, T)`, via logsumexp (no full log-softmax copy)."""
     logits = logits.float() / temperature
@@ -290,7 +326,7 @@ class PPOTrainer(Trainer):
         if value_model is not None:
             _score_head(value_model)
         if args.ptx_coef > 0 and ptx_dataset is None:
-            raise ValueError("`ptx_coef > 0` needs a `ptx_dataset` (a `text` or `input_ids` column).")
+            raise ValueError("`ptx_coef > 0` needs a `ptx_dataset` (`text`, `prompt` + `completion`, or `input_ids`).")
         self.stop_token_ids = self._resolve_stop_token_ids(args, processing_class)
 
         # ---- models: policy (+PEFT), reference, reward model, critic
@@ -304,7 +340,7 @@ class PPOTrainer(Trainer):
                     "pass the `PeftModel` without `peft_config`."
                 )
         if ref_model is None and not is_peft:
-            ref_model = _freeze(copy.deepcopy(model))
+            ref_model = _freeze(_copy_model(model))
         if peft_config is not None:
             model = get_peft_model(model, peft_config)
         if value_model is None:
@@ -399,13 +435,19 @@ class PPOTrainer(Trainer):
     def _initial_critic(reward_model: nn.Module | None, policy: nn.Module) -> nn.Module:
         """PPO-max critic init: a trainable copy of the reward model; else the policy backbone with a new head."""
         if reward_model is not None:
-            critic = copy.deepcopy(reward_model)
+            critic = _copy_model(reward_model)
             for param in critic.parameters():
                 param.requires_grad_(True)
             return critic.train()
         base = _peft_base(policy)
         config = copy.deepcopy(base.config)
         config.num_labels = 1
+        backbone = getattr(base, base.base_model_prefix)
+        if _is_zero3_partitioned(backbone):  # its state dict would hold empty shards: copy gathered parameters
+            critic = AutoModelForSequenceClassification.from_config(config, dtype=next(base.parameters()).dtype)
+            sources = {n.replace(".base_layer", ""): p for n, p in backbone.named_parameters() if "lora_" not in n}
+            _copy_zero3_parameters(getattr(critic, critic.base_model_prefix), sources)
+            return critic
         critic = AutoModelForSequenceClassification.from_config(config)
         backbone_state = getattr(base, base.base_model_prefix).state_dict()
         getattr(critic, critic.base_model_prefix).load_state_dict(
@@ -447,15 +489,57 @@ class PPOTrainer(Trainer):
 
     @staticmethod
     def _prepare_ptx_dataset(dataset: Dataset, tokenizer, args: PPOConfig) -> Dataset:
+        """Tokenize the ptx data into `input_ids` plus `ptx_target_mask` (1 where the LM loss applies).
+
+        Formats: `text` (pretraining text: every token is a target), `prompt` + `completion` (SFT data, text or
+        conversational: only the completion tokens, closing EOS included, are targets), or tokenized `input_ids`
+        (with an optional `completion_mask`; otherwise every token is a target).
+        """
         columns = dataset.column_names
-        if "input_ids" not in columns:
-            if "text" not in columns:
-                raise ValueError(f"`ptx_dataset` needs a `text` or `input_ids` column; it has {columns}.")
-            dataset = dataset.map(
-                lambda row: {"input_ids": tokenizer(row["text"])["input_ids"]}, desc="Tokenizing ptx"
+        if len(dataset) == 0:
+            raise ValueError("`ptx_dataset` is empty.")
+        if "input_ids" in columns:
+            if "completion_mask" in columns:
+                dataset = dataset.map(lambda row: {"ptx_target_mask": list(row["completion_mask"])})
+            else:
+                dataset = dataset.map(lambda row: {"ptx_target_mask": [1] * len(row["input_ids"])})
+        elif "prompt" in columns and "completion" in columns:
+            from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+            conversational = is_conversational(dataset[0])
+
+            def tokenize_pair(row):
+                texts = maybe_apply_chat_template(
+                    {"prompt": row["prompt"], "completion": row["completion"]}, tokenizer
+                )
+                prompt_ids = tokenizer(texts["prompt"], add_special_tokens=not conversational)["input_ids"]
+                completion_ids = tokenizer(texts["completion"], add_special_tokens=False)["input_ids"]
+                if not conversational and tokenizer.eos_token_id is not None:
+                    completion_ids = completion_ids + [tokenizer.eos_token_id]  # the SFT target ends with EOS
+                return {
+                    "input_ids": prompt_ids + completion_ids,
+                    "ptx_target_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+                }
+
+            dataset = dataset.map(tokenize_pair, desc="Tokenizing ptx")
+        elif "text" in columns:
+
+            def tokenize_text(row):
+                ids = tokenizer(row["text"])["input_ids"]
+                return {"input_ids": ids, "ptx_target_mask": [1] * len(ids)}
+
+            dataset = dataset.map(tokenize_text, desc="Tokenizing ptx")
+        else:
+            raise ValueError(
+                f"`ptx_dataset` needs a `text` column, `prompt` + `completion` columns, or `input_ids`; it has {columns}."
             )
-        if len(dataset) == 0 or min(len(ids) for ids in dataset["input_ids"]) < 2:
-            raise ValueError("Every `ptx_dataset` row needs at least 2 tokens (one prediction target).")
+        for i, (ids, targets) in enumerate(zip(dataset["input_ids"], dataset["ptx_target_mask"], strict=True)):
+            if len(ids) != len(targets):
+                raise ValueError(f"ptx row {i}: `completion_mask` has {len(targets)} entries for {len(ids)} tokens.")
+            if len(ids) < 2 or not any(targets[1:]):
+                raise ValueError(
+                    f"ptx row {i} has no prediction target (needs 2+ tokens and a target after the first)."
+                )
         return dataset
 
     def _compute_batch_sizes(self) -> None:
@@ -512,6 +596,8 @@ class PPOTrainer(Trainer):
                 params = [p for n, p in named if (n in decay_names) == decay]
                 if params:
                     group = {"params": params, "weight_decay": self.args.weight_decay if decay else 0.0}
+                    # DeepSpeed ZeRO swaps `params` for flat partitions but keeps the other keys: the tag survives
+                    group["ppomax_module"] = prefix.rstrip(".")
                     if lr is not None:
                         group["lr"] = lr
                     groups.append(group)
@@ -909,7 +995,7 @@ class PPOTrainer(Trainer):
         """Critic warm-up: policy groups get lr 0 (AdamW then leaves them bit-identical, weight decay included)."""
         saved = [group["lr"] for group in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
-            if any(id(p) in self._policy_param_ids for p in group["params"]):
+            if group.get("ppomax_module") == "policy" or any(id(p) in self._policy_param_ids for p in group["params"]):
                 group["lr"] = 0.0
         return saved
 
@@ -971,18 +1057,24 @@ class PPOTrainer(Trainer):
         position = getattr(self, key, 0)
         start = position * self.accelerator.num_processes * size + self.accelerator.process_index * size
         setattr(self, key, position + 1)
-        rows = [self.ptx_dataset[i]["input_ids"] for i in self._ptx_stream.take(start, size)]
-        truncated = sum(len(r) > args.ptx_max_length for r in rows)
+        rows = [self.ptx_dataset[i] for i in self._ptx_stream.take(start, size)]
+        truncated = sum(len(row["input_ids"]) > args.ptx_max_length for row in rows)
         self._metrics["train"]["ptx/truncated_rows"].append(float(truncated))
-        rows = [r[: args.ptx_max_length] for r in rows]
-        width = max(len(r) for r in rows)
+        width = min(max(len(row["input_ids"]) for row in rows), args.ptx_max_length)
         pad_id = self.processing_class.pad_token_id
         input_ids = torch.full((size, width), pad_id, dtype=torch.long)
         mask = torch.zeros((size, width), dtype=torch.long)
-        for i, ids in enumerate(rows):
+        targets = torch.zeros((size, width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids = row["input_ids"][: args.ptx_max_length]
             input_ids[i, : len(ids)] = torch.as_tensor(ids)
             mask[i, : len(ids)] = 1
-        return {"input_ids": input_ids.to(args.device), "attention_mask": mask.to(args.device)}
+            targets[i, : len(ids)] = torch.as_tensor(row["ptx_target_mask"][: args.ptx_max_length])
+        return {
+            "input_ids": input_ids.to(args.device),
+            "attention_mask": mask.to(args.device),
+            "target_mask": targets.to(args.device),
+        }
 
     # ---- metrics ------------------------------------------------------------------------------------------------------
     def _record_rollout_metrics(
@@ -1241,7 +1333,7 @@ class PPOMaxTrainer(PPOTrainer):
 # Module-level helpers
 # ----------------------------------------------------------------------------------------------------------------------
 def _stack_with_ptx(inputs: dict, ptx: dict, pad_token_id: int) -> tuple[dict, torch.Tensor]:
-    """Right-pad rollout and ptx rows to one width and stack them; ptx labels mark its real tokens."""
+    """Right-pad rollout and ptx rows to one width and stack them; ptx labels are its target tokens, -100 elsewhere."""
     width = max(inputs["input_ids"].size(1), ptx["input_ids"].size(1))
 
     def widen(t: torch.Tensor, value: int) -> torch.Tensor:
@@ -1249,7 +1341,7 @@ def _stack_with_ptx(inputs: dict, ptx: dict, pad_token_id: int) -> tuple[dict, t
 
     input_ids = torch.cat([widen(inputs["input_ids"], pad_token_id), widen(ptx["input_ids"], pad_token_id)])
     attention_mask = torch.cat([widen(inputs["attention_mask"], 0), widen(ptx["attention_mask"], 0)])
-    labels = widen(ptx["input_ids"], pad_token_id).masked_fill(widen(ptx["attention_mask"], 0) == 0, -100)
+    labels = widen(ptx["input_ids"], pad_token_id).masked_fill(widen(ptx["target_mask"], 0) == 0, -100)
     return _sequence_forward_inputs(input_ids, attention_mask, pad_token_id), labels
 
 

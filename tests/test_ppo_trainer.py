@@ -453,3 +453,53 @@ def test_lora_policy_uses_disabled_adapter_as_reference(tmp_path, tokenizer, mod
 )  # fmt: skip
 def test_private_trainer_hooks_keep_their_signature(method, params):
     assert list(inspect.signature(getattr(Trainer, method)).parameters)[1:] == params
+
+
+def test_ptx_sft_data_targets_only_the_completion(tmp_path, tokenizer, models, prompt_dataset):
+    from ppomax_trl.ppo_trainer import _stack_with_ptx
+
+    policy, reward_model, value_model = models
+    ptx = Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": "rate the film"}]],
+        "completion": [[{"role": "assistant", "content": "a fine plot"}]],
+    })  # fmt: skip
+    args = PPOMaxConfig(**common_args(tmp_path, ptx_coef=0.5, ptx_batch_size=1))
+    trainer = PPOMaxTrainer(args, tokenizer, policy, None, reward_model, prompt_dataset, value_model, ptx_dataset=ptx)
+    row = trainer.ptx_dataset[0]
+    prompt_text = tokenizer.apply_chat_template(ptx[0]["prompt"], tokenize=False, add_generation_prompt=True)
+    num_prompt = len(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
+    assert row["ptx_target_mask"] == [0] * num_prompt + [1] * (len(row["input_ids"]) - num_prompt)
+    assert tokenizer.decode(row["input_ids"][num_prompt:]) == "a fine plot<|im_end|>\n"
+    batch = trainer._next_ptx_batch()
+    rollout_like = {
+        "input_ids": torch.ones(2, 3, dtype=torch.long),
+        "attention_mask": torch.ones(2, 3, dtype=torch.long),
+    }
+    inputs, labels = _stack_with_ptx(rollout_like, batch, tokenizer.pad_token_id)
+    assert inputs["input_ids"].shape[0] == 3 and labels.shape == batch["input_ids"].shape
+    assert (labels[0, :num_prompt] == -100).all()
+    assert labels[0, num_prompt:].tolist() == row["input_ids"][num_prompt:]
+
+
+def test_ptx_dataset_without_targets_is_rejected(tmp_path, tokenizer, models, prompt_dataset):
+    policy, reward_model, value_model = models
+    args = PPOMaxConfig(**common_args(tmp_path, ptx_coef=0.5))
+    bad = Dataset.from_dict({"input_ids": [[5, 6, 7]], "completion_mask": [[1, 0, 0]]})
+    with pytest.raises(ValueError, match="no prediction target"):
+        PPOMaxTrainer(args, tokenizer, policy, None, reward_model, prompt_dataset, value_model, ptx_dataset=bad)
+    with pytest.raises(ValueError, match="needs a `text` column"):
+        PPOMaxTrainer(args, tokenizer, policy, None, reward_model, prompt_dataset, value_model,
+                      ptx_dataset=Dataset.from_dict({"body": ["x"]}))  # fmt: skip
+
+
+def test_evaluate_reports_the_held_out_reward_distribution(tmp_path, tokenizer, models, prompt_dataset):
+    policy, reward_model, value_model = models
+    args = PPOConfig(**common_args(tmp_path, eval_strategy="steps", eval_steps=1, per_device_eval_batch_size=3))
+    trainer = PPOTrainer(args, tokenizer, policy, None, reward_model, prompt_dataset, value_model,
+                         eval_dataset=prompt_dataset)  # fmt: skip
+    trainer.train()
+    evals = [e for e in trainer.state.log_history if "eval_objective/scores" in e]
+    assert len(evals) == 2  # once per update
+    for entry in evals:
+        assert entry["eval_ppomax/score_p10"] <= entry["eval_ppomax/score_p50"] <= entry["eval_ppomax/score_p90"]
+        assert entry["eval_ppomax/response_length"] == 5
