@@ -653,7 +653,11 @@ class PPOTrainer(Trainer):
             self.state.epoch = self.episode / len(self.train_dataset)
             if is_warmup:
                 self.critic_warmup_done += 1
-                if self.critic_warmup_done >= args.critic_warmup_steps:
+                value_losses = self._update_stats["loss/value_avg"]
+                converged = args.critic_warmup_loss_threshold is not None and (
+                    sum(value_losses) / len(value_losses) < args.critic_warmup_loss_threshold
+                )
+                if converged or self.critic_warmup_done >= args.critic_warmup_steps:
                     self.critic_warmup_finished = True
                     max_steps = self.state.max_steps = self.state.global_step + (
                         num_updates - (self.state.global_step - self.critic_warmup_done)

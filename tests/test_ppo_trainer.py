@@ -503,3 +503,13 @@ def test_evaluate_reports_the_held_out_reward_distribution(tmp_path, tokenizer, 
     for entry in evals:
         assert entry["eval_ppomax/score_p10"] <= entry["eval_ppomax/score_p50"] <= entry["eval_ppomax/score_p90"]
         assert entry["eval_ppomax/response_length"] == 5
+
+
+def test_critic_warmup_stops_early_below_the_loss_threshold(tmp_path, tokenizer, models, prompt_dataset):
+    policy, reward_model, _ = models
+    args = PPOMaxConfig(**common_args(tmp_path, critic_warmup_steps=50, critic_warmup_loss_threshold=1e9))
+    trainer = PPOMaxTrainer(args, tokenizer, policy, None, reward_model, prompt_dataset, None)
+    trainer.train()
+    warmup_flags = [e["ppomax/critic_warmup"] for e in trainer.state.log_history if "ppomax/critic_warmup" in e]
+    assert warmup_flags == [1.0, 0.0, 0.0]  # the first warm-up loss is below the threshold: PPO starts right after
+    assert trainer.critic_warmup_done == 1 and trainer.state.global_step == 3
