@@ -15,8 +15,18 @@
 
 from .ppo_config import PPOConfig, PPOMaxConfig
 from .ppo_trainer import PolicyAndValueWrapper, PPOMaxTrainer, PPOTrainer
+from .rank_list import DataCollatorForRankList, RankListRewardConfig, RankListRewardTrainer
 
 
 __version__ = "0.1.0"
 
-__all__ = ["PPOConfig", "PPOMaxConfig", "PPOMaxTrainer", "PPOTrainer", "PolicyAndValueWrapper"]
+__all__ = [
+    "DataCollatorForRankList",
+    "PPOConfig",
+    "PPOMaxConfig",
+    "PPOMaxTrainer",
+    "PPOTrainer",
+    "PolicyAndValueWrapper",
+    "RankListRewardConfig",
+    "RankListRewardTrainer",
+]
