@@ -16,12 +16,15 @@
 from .ppo_config import PPOConfig, PPOMaxConfig
 from .ppo_trainer import PolicyAndValueWrapper, PPOMaxTrainer, PPOTrainer
 from .rank_list import DataCollatorForRankList, RankListRewardConfig, RankListRewardTrainer
+from .una_config import UNAConfig
+from .una_trainer import DataCollatorForUNA, UNATrainer
 
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DataCollatorForRankList",
+    "DataCollatorForUNA",
     "PPOConfig",
     "PPOMaxConfig",
     "PPOMaxTrainer",
@@ -29,4 +32,6 @@ __all__ = [
     "PolicyAndValueWrapper",
     "RankListRewardConfig",
     "RankListRewardTrainer",
+    "UNAConfig",
+    "UNATrainer",
 ]
