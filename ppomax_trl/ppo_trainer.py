@@ -1168,8 +1168,7 @@ class PPOTrainer(Trainer):
         if dataset is None:
             raise ValueError("`evaluate` needs an `eval_dataset` of prompts.")
         scores, lengths = [], []
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        indices = list(range(rank, len(dataset), world))
+        indices, valid = self._eval_shard(len(dataset))
         size = self.args.per_device_eval_batch_size
         for start in range(0, len(indices), size):
             rows = [dataset[i] for i in indices[start : start + size]]
@@ -1179,8 +1178,9 @@ class PPOTrainer(Trainer):
             )
             scores.append(self.score(rows, batch))
             lengths.append(batch["response_mask"].sum(1).float())
-        all_scores = self.accelerator.gather_for_metrics(torch.cat(scores)).float().cpu()
-        all_lengths = self.accelerator.gather_for_metrics(torch.cat(lengths)).float().cpu()
+        keep = self.accelerator.gather_for_metrics(torch.tensor(valid, device=self.accelerator.device)).cpu()
+        all_scores = self.accelerator.gather_for_metrics(torch.cat(scores)).float().cpu()[keep]
+        all_lengths = self.accelerator.gather_for_metrics(torch.cat(lengths)).float().cpu()[keep]
         quantiles = torch.quantile(all_scores, torch.tensor([0.1, 0.5, 0.9]))
         metrics = {
             f"{metric_key_prefix}_objective/scores": all_scores.mean().item(),
@@ -1194,6 +1194,13 @@ class PPOTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
+    def _eval_shard(self, num_rows: int) -> tuple[list[int], list[bool]]:
+        """This process's eval rows (strided) and which are real: padded by repeating rows to the same count on every
+        process, so all run the same generation batches (ZeRO-3 gathers inside them) and gather equal sizes."""
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        positions = range(rank, math.ceil(num_rows / world) * world, world)
+        return [p % num_rows for p in positions], [p < num_rows for p in positions]
+
     def generate_completions(self, sampling: bool = False) -> list[dict[str, Any]] | None:
         """Near-greedy (temperature 0.01) completions of `eval_dataset` with their scores, printed and logged.
 
@@ -1203,8 +1210,7 @@ class PPOTrainer(Trainer):
             return None
         table = []
         size = self.args.per_device_eval_batch_size
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        indices = list(range(rank, len(self.eval_dataset), world))
+        indices, valid = self._eval_shard(len(self.eval_dataset))
         for start in range(0, len(indices), size):
             rows = [self.eval_dataset[i] for i in indices[start : start + size]]
             queries, query_mask = self._collate_prompts(rows)
@@ -1212,6 +1218,8 @@ class PPOTrainer(Trainer):
             scores = self.score(rows, batch)
             prompts = self.processing_class.batch_decode(queries, skip_special_tokens=True)
             for i, prompt in enumerate(prompts):
+                if not valid[start + i]:
+                    continue
                 response = self.processing_class.decode(batch["responses"][i][batch["response_mask"][i]])
                 table.append({"query": prompt, "model response": response, "score": float(scores[i])})
             if sampling:
