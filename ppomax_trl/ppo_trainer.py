@@ -864,7 +864,7 @@ class PPOTrainer(Trainer):
         if not torch.isfinite(scores).all():
             bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
             raise ValueError(
-                f"Non-finite reward scores at step {self.state.global_step} for rollouts {bad}: {scores[bad].tolist()}. "
+                f"Non-finite reward scores at step {self.state.global_step + 1} for rollouts {bad}: {scores[bad].tolist()}. "
                 "Check the reward model/functions; training on them would corrupt the running moments."
             )
         return scores
@@ -1132,14 +1132,17 @@ class PPOTrainer(Trainer):
     def _warn_on_collapse(self, metrics: dict[str, float]) -> None:
         """The paper's pattern-collapse signature ([P] §5.2): length pinned at the cap, per-token KL spiking."""
         args = self.args
+        if not self.accelerator.is_main_process:
+            return  # metrics are already reduced over processes: one warning is enough
+        step = self.state.global_step + 1  # the update being logged, 1-based like the logged `step`
         if self.stop_token_ids and metrics["ppomax/max_length_share"] >= args.collapse_max_length_share:
             logger.warning(
-                f"Step {self.state.global_step}: {metrics['ppomax/max_length_share']:.0%} of responses ran to "
+                f"Step {step}: {metrics['ppomax/max_length_share']:.0%} of responses ran to "
                 f"response_length={args.response_length} without a stop token (collapse signature). Check samples."
             )
         if metrics["ppomax/kl_per_token"] > args.collapse_kl_threshold:
             logger.warning(
-                f"Step {self.state.global_step}: per-token KL to the reference is {metrics['ppomax/kl_per_token']:.3f} "
+                f"Step {step}: per-token KL to the reference is {metrics['ppomax/kl_per_token']:.3f} "
                 f"nats > collapse_kl_threshold={args.collapse_kl_threshold}. The policy is drifting; consider a larger "
                 "`kl_coef` or an earlier checkpoint."
             )

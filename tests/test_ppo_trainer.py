@@ -156,7 +156,7 @@ def test_nan_scores_raise_with_the_step(tmp_path, tokenizer, models, prompt_data
     trainer = PPOTrainer(PPOConfig(**common_args(tmp_path)), tokenizer, policy, None, None, prompt_dataset,
                          value_model, reward_funcs=nan_reward)  # fmt: skip
     before = params_of(trainer.model.policy)
-    with pytest.raises(ValueError, match="Non-finite reward scores at step 0"):
+    with pytest.raises(ValueError, match="Non-finite reward scores at step 1 "):
         trainer.train()
     assert not changed(before, trainer.model.policy)
 
