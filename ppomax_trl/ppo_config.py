@@ -27,33 +27,24 @@ _KL_CONTROLLERS = ("fixed", "adaptive")
 
 
 @dataclass
-class PPOConfig(TrainingArguments):
+class OnlineRolloutConfig(TrainingArguments):
     r"""
-    Configuration for [`PPOTrainer`]: a drop-in for TRL 1.12's `trl.experimental.ppo.PPOConfig`.
+    Rollout settings shared by the online trainers ([`PPOTrainer`], [`PPOMaxTrainer`], [`OnlineUNATrainer`]).
 
-    Every TRL 1.12 field keeps its name and default, so 1.12 code runs after swapping the import. The PPO-max pieces
-    exist here too but are **off**, which reproduces vanilla PPO; [`PPOMaxConfig`] switches them on.
+    Field names and defaults follow TRL 1.12's `PPOConfig`, whose rollout fields these are.
 
     > Batch arithmetic (per process)
 
     One training step ("update") collects a rollout buffer of `local_batch_size` prompts per process:
     `num_rollouts` when set, else `per_device_train_batch_size * gradient_accumulation_steps` (TRL 1.12). The buffer
-    is then passed over `num_ppo_epochs` times, shuffled, in `num_mini_batches` minibatches; each minibatch is one
-    optimizer step, accumulated over micro-batches of at most `per_device_train_batch_size` samples. Losses are token
-    means over the whole minibatch, whatever its micro-batch split.
-
-    > Differences from TRL 1.12 (documented in the README)
-
-    - `max_grad_norm` (default 1.0) clips the global gradient norm of policy and critic together; 1.12 ignored it.
-    - The score is added at the last response token L, not at L + 1 (ppo_max_spec §2.7).
-    - `bf16=None` resolves to `False` when no CUDA device is present, so CPU runs work without flags.
+    is split into `num_mini_batches` minibatches, one optimizer step each, accumulated over micro-batches of at most
+    `per_device_train_batch_size` samples.
 
     > [!NOTE]
     > Overrides of [`~transformers.TrainingArguments`] defaults: `learning_rate=3e-6`, `logging_steps=10`,
-    > `gradient_checkpointing=True` (as TRL), `bf16=None`.
+    > `gradient_checkpointing=True` (as TRL), `bf16=None` (True on a CUDA device unless fp16, False otherwise).
     """
 
-    # ---------------------------------------------------------------- TrainingArguments defaults overridden (as TRL)
     learning_rate: float = field(default=3e-6, metadata={"help": "Initial learning rate of the policy (AdamW)."})
     logging_steps: float = field(
         default=10, metadata={"help": "Log every this many updates (a float < 1 is a fraction of the run)."}
@@ -67,7 +58,7 @@ class PPOConfig(TrainingArguments):
         metadata={"help": "bf16 mixed precision. None: True on a CUDA device unless fp16 is set, False otherwise."},
     )
 
-    # ---------------------------------------------------------------- TRL 1.12 fields, same names and defaults
+    # ---------------------------------------------------------------- rollout (TRL 1.12 names and defaults)
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Number of processes for dataset preprocessing (chat template, tokenizing)."}
     )
@@ -100,9 +91,6 @@ class PPOConfig(TrainingArguments):
         default=None,
         metadata={"help": "Subtracted from the (shaped) score of responses that end without a stop token."},
     )
-    sft_model_path: str = field(
-        default="EleutherAI/pythia-160m", metadata={"help": "Path to the SFT model (used by example scripts only)."}
-    )
     world_size: int | None = field(default=None, metadata={"help": "Set by the trainer: number of processes."})
     num_total_batches: int | None = field(default=None, metadata={"help": "Set by the trainer: number of updates."})
     micro_batch_size: int | None = field(
@@ -121,14 +109,96 @@ class PPOConfig(TrainingArguments):
         default=None, metadata={"help": "Set by the trainer: minibatch size across processes."}
     )
     push_to_hub: bool = field(default=False, metadata={"help": "Push the policy to the Hub after training."})
-    reward_model_path: str = field(
-        default="EleutherAI/pythia-160m", metadata={"help": "Path to the reward model (used by example scripts only)."}
-    )
     model_adapter_name: str | None = field(
         default=None, metadata={"help": "PEFT adapter to train when the policy has several adapters."}
     )
     ref_adapter_name: str | None = field(
         default=None, metadata={"help": "PEFT adapter that acts as the reference; None disables the adapter instead."}
+    )
+    ds3_gather_for_generation: bool = field(
+        default=True,
+        metadata={"help": "Under ZeRO-3, gather the policy weights for generation (faster, needs the memory)."},
+    )
+
+    # ---------------------------------------------------------------- beyond TRL 1.12
+    num_rollouts: int | None = field(
+        default=None,
+        metadata={
+            "help": "Rollout buffer per process per update. None: `per_device_train_batch_size * "
+            "gradient_accumulation_steps` (TRL 1.12). When set, minibatches are `per_device_train_batch_size * "
+            "gradient_accumulation_steps` and `num_mini_batches` is derived."
+        },
+    )
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold for rollouts."})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "Prompts longer than this (in tokens) raise an error. None: no limit is checked."},
+    )
+    collapse_kl_threshold: float = field(
+        default=1.0, metadata={"help": "Warn when the mean per-token KL to the reference exceeds this (nats)."}
+    )
+    collapse_max_length_share: float = field(
+        default=0.9, metadata={"help": "Warn when this share of responses runs to `response_length` without a stop."}
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            self.bf16 = (not self.fp16) and torch.cuda.is_available() and not self.use_cpu
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            self.activation_checkpointing = True
+        super().__post_init__()
+        if self.stop_token is not None and self.stop_token_id is not None:
+            raise ValueError("Set only one of `stop_token` and `stop_token_id`.")
+        if self.stop_token not in (None, "eos"):
+            raise ValueError(f"Unknown `stop_token` {self.stop_token!r}: use 'eos' or None (or `stop_token_id`).")
+        if self.temperature <= 0:
+            raise ValueError("`temperature` must be > 0; use a small value such as 0.01 for near-greedy sampling.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("`top_p` must be in (0, 1].")
+        for name in ("num_mini_batches", "response_length", "local_rollout_forward_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.num_rollouts is not None and self.num_rollouts < 1:
+            raise ValueError("`num_rollouts` must be >= 1 or None.")
+        if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
+            raise ValueError("`missing_eos_penalty` is subtracted from the score, so it must be >= 0.")
+
+
+@dataclass
+class PPOConfig(OnlineRolloutConfig):
+    r"""
+    Configuration for [`PPOTrainer`]: a drop-in for TRL 1.12's `trl.experimental.ppo.PPOConfig`.
+
+    Every TRL 1.12 field keeps its name and default, so 1.12 code runs after swapping the import. The PPO-max pieces
+    exist here too but are **off**, which reproduces vanilla PPO; [`PPOMaxConfig`] switches them on.
+
+    > Batch arithmetic (per process)
+
+    One training step ("update") collects a rollout buffer of `local_batch_size` prompts per process:
+    `num_rollouts` when set, else `per_device_train_batch_size * gradient_accumulation_steps` (TRL 1.12). The buffer
+    is then passed over `num_ppo_epochs` times, shuffled, in `num_mini_batches` minibatches; each minibatch is one
+    optimizer step, accumulated over micro-batches of at most `per_device_train_batch_size` samples. Losses are token
+    means over the whole minibatch, whatever its micro-batch split.
+
+    > Differences from TRL 1.12 (documented in the README)
+
+    - `max_grad_norm` (default 1.0) clips the global gradient norm of policy and critic together; 1.12 ignored it.
+    - The score is added at the last response token L, not at L + 1 (ppo_max_spec §2.7).
+    - `bf16=None` resolves to `False` when no CUDA device is present, so CPU runs work without flags.
+
+    The rollout fields (response length, sampling, stop tokens, batch sizes, ...) come from [`OnlineRolloutConfig`].
+
+    > [!NOTE]
+    > Overrides of [`~transformers.TrainingArguments`] defaults: `learning_rate=3e-6`, `logging_steps=10`,
+    > `gradient_checkpointing=True` (as TRL), `bf16=None`.
+    """
+
+    # ---------------------------------------------------------------- TRL 1.12 PPO fields, same names and defaults
+    sft_model_path: str = field(
+        default="EleutherAI/pythia-160m", metadata={"help": "Path to the SFT model (used by example scripts only)."}
+    )
+    reward_model_path: str = field(
+        default="EleutherAI/pythia-160m", metadata={"help": "Path to the reward model (used by example scripts only)."}
     )
     num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout buffer."})
     whiten_rewards: bool = field(
@@ -150,20 +220,8 @@ class PPOConfig(TrainingArguments):
     )
     gamma: float = field(default=1.0, metadata={"help": "Discount factor."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
-    ds3_gather_for_generation: bool = field(
-        default=True,
-        metadata={"help": "Under ZeRO-3, gather the policy weights for generation (faster, needs the memory)."},
-    )
 
-    # ---------------------------------------------------------------- beyond TRL 1.12 (PPO-max pieces: off here)
-    num_rollouts: int | None = field(
-        default=None,
-        metadata={
-            "help": "Rollout buffer per process per update. None: `per_device_train_batch_size * "
-            "gradient_accumulation_steps` (TRL 1.12). When set, minibatches are `per_device_train_batch_size * "
-            "gradient_accumulation_steps` and `num_mini_batches` is derived."
-        },
-    )
+    # ---------------------------------------------------------------- PPO-max pieces (off here; on in PPOMaxConfig)
     reward_normalization: str = field(
         default="none",
         metadata={
@@ -203,28 +261,9 @@ class PPOConfig(TrainingArguments):
     entropy_coef: float = field(
         default=0.0, metadata={"help": "Entropy bonus weight (not part of PPO-max; the paper advises against it)."}
     )
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold for rollouts."})
-    max_prompt_length: int | None = field(
-        default=None,
-        metadata={"help": "Prompts longer than this (in tokens) raise an error. None: no limit is checked."},
-    )
-    collapse_kl_threshold: float = field(
-        default=1.0, metadata={"help": "Warn when the mean per-token KL to the reference exceeds this (nats)."}
-    )
-    collapse_max_length_share: float = field(
-        default=0.9, metadata={"help": "Warn when this share of responses runs to `response_length` without a stop."}
-    )
 
     def __post_init__(self):
-        if self.bf16 is None:
-            self.bf16 = (not self.fp16) and torch.cuda.is_available() and not self.use_cpu
-        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
-            self.activation_checkpointing = True
         super().__post_init__()
-        if self.stop_token is not None and self.stop_token_id is not None:
-            raise ValueError("Set only one of `stop_token` and `stop_token_id`.")
-        if self.stop_token not in (None, "eos"):
-            raise ValueError(f"Unknown `stop_token` {self.stop_token!r}: use 'eos' or None (or `stop_token_id`).")
         if self.kl_estimator not in _KL_ESTIMATORS:
             raise ValueError(f"`kl_estimator` must be one of {_KL_ESTIMATORS}, got {self.kl_estimator!r}.")
         if self.reward_normalization not in _REWARD_NORMALIZATIONS:
@@ -237,20 +276,11 @@ class PPOConfig(TrainingArguments):
             raise ValueError("The adaptive KL controller needs `kl_target > 0` and `kl_horizon > 0`.")
         if self.use_reward_clip and self.reward_clip <= 0:
             raise ValueError("`reward_clip` must be > 0 when `use_reward_clip=True` (0 would zero every score).")
-        if self.temperature <= 0:
-            raise ValueError("`temperature` must be > 0; use a small value such as 0.01 for near-greedy sampling.")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("`top_p` must be in (0, 1].")
-        for name in ("num_mini_batches", "num_ppo_epochs", "response_length", "local_rollout_forward_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
-        if self.num_rollouts is not None and self.num_rollouts < 1:
-            raise ValueError("`num_rollouts` must be >= 1 or None.")
+        if self.num_ppo_epochs < 1:
+            raise ValueError(f"`num_ppo_epochs` must be >= 1, got {self.num_ppo_epochs}.")
         for name in ("critic_warmup_steps", "ptx_coef", "entropy_coef", "kl_coef", "vf_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
-        if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
-            raise ValueError("`missing_eos_penalty` is subtracted from the score, so it must be >= 0.")
         if self.cliprange <= 0 or self.cliprange_value <= 0:
             raise ValueError("`cliprange` and `cliprange_value` must be > 0.")
 

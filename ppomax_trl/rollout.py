@@ -1,0 +1,1073 @@
+# Copyright 2026 The ppomax_trl Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The online rollout engine shared by `PPOTrainer`, `PPOMaxTrainer` and `OnlineUNATrainer`.
+
+`OnlineRolloutTrainer` is a `transformers.Trainer` whose `self.model` wraps the policy and (optionally) a critic, so one
+optimizer, one `accelerator.prepare`, the global `max_grad_norm` clip, callbacks, logging and checkpoints all come from
+`Trainer`. It owns prompts (tokenized or `prompt` datasets), sampling with stop tokens, the no-grad forward for the
+rollout log-probs, scoring (reward model, reward functions, cross-tokenizer reward models), running moments of the
+scores, held-out evaluation, sample tables, saving and exact resume. Subclasses implement `_update`.
+
+Underscore-prefixed `Trainer` methods used or overridden here, because no public hook exists (each is pinned by
+`tests/test_ppo_trainer.py::test_private_trainer_hooks_keep_their_signature`): `_inner_training_loop` (the online loop
+replaces the supervised one), `_prepare_for_training` (optimizer, scheduler, DeepSpeed and `accelerator.prepare`),
+`_maybe_log_save_evaluate`, `_finalize_training`, `_load_callback_state`, `_save` (policy at the root, critic in
+`value_model/`), `_save_checkpoint` (adds the running moments and algorithm state), `_load_from_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainerState,
+    TrainingArguments,
+)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import is_peft_available, logging
+
+from . import ppo_utils as pu
+from .ppo_config import OnlineRolloutConfig
+
+
+if is_peft_available():
+    from peft import PeftConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+
+
+logger = logging.get_logger(__name__)
+
+VALUE_MODEL_DIR = "value_model"
+PPOMAX_STATE_NAME = "ppomax_state.json"
+RewardFunc = Callable[..., list[float]]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Modules
+# ----------------------------------------------------------------------------------------------------------------------
+def _peft_base(model: nn.Module) -> nn.Module:
+    """The transformers model under a PEFT wrapper (adapter layers stay injected), or the model itself."""
+    return model.get_base_model() if is_peft_available() and isinstance(model, PeftModel) else model
+
+
+def _score_head(model: nn.Module) -> nn.Module:
+    head = getattr(_peft_base(model), "score", None)
+    if head is None:
+        raise ValueError(
+            f"{type(_peft_base(model)).__name__} has no `score` head. Reward and value models must be sequence "
+            "classifiers with one label, e.g. `AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)`."
+        )
+    return head
+
+
+def per_position_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Scalar head applied at every position of a sequence classifier: `(B, S)`.
+
+    Position ids are `cumsum(mask) - 1`, so left padding does not shift positions (models without RoPE need this).
+    """
+    base = _peft_base(model)
+    backbone = getattr(base, base.base_model_prefix)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    return _score_head(model)(hidden).squeeze(-1)
+
+
+class PolicyAndValueWrapper(nn.Module):
+    """`self.model` of the trainer: the policy and the critic under one module, one optimizer, one grad-norm clip.
+
+    `value_model=None` (critic-free trainers such as online UNA) makes `forward` return `(logits, None)`.
+    """
+
+    def __init__(self, policy: nn.Module, value_model: nn.Module | None) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_model = value_model
+        self.config = policy.config  # Trainer, model cards and `push_to_hub` read the policy's config
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return bool(getattr(_peft_base(self.policy), "is_gradient_checkpointing", False))
+
+    def _each_model(self):
+        return tuple(_peft_base(m) for m in (self.policy, self.value_model) if m is not None)
+
+    def activation_checkpointing_enable(self, **kwargs) -> None:
+        for model in self._each_model():
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable(**kwargs)
+            else:
+                model.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs=kwargs.get("activation_checkpointing_kwargs")
+                )
+            if hasattr(model, "enable_input_require_grads"):
+                model.enable_input_require_grads()  # PEFT: frozen embeddings would cut the checkpointed graph
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs) -> None:
+        for model in self._each_model():
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    def gradient_checkpointing_disable(self) -> None:
+        for model in self._each_model():
+            model.gradient_checkpointing_disable()
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Policy logits `(B, S, V)` and critic values `(B, S)` (or `None` without a critic) for the same sequences."""
+        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        if self.value_model is None:
+            return logits, None
+        return logits, per_position_scores(self.value_model, input_ids, attention_mask)
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def _is_zero3_partitioned(model: nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 has partitioned the parameters (`zero.Init` at load, e.g. with `zero3_init_flag`)."""
+    return any(hasattr(param, "ds_id") for param in model.parameters())
+
+
+def _copy_zero3_parameters(target: nn.Module, sources: dict[str, nn.Parameter]) -> None:
+    """Copy `sources` into the same-named parameters of `target`, both ZeRO-3 partitioned, one gathered pair at a time."""
+    import deepspeed
+
+    is_main = torch.distributed.get_rank() == 0
+    for name, param in target.named_parameters():
+        if name in sources:
+            with deepspeed.zero.GatheredParameters([sources[name], param], modifier_rank=0):
+                if is_main:
+                    param.data.copy_(sources[name].data)
+
+
+def _copy_model(model: nn.Module) -> nn.Module:
+    """`copy.deepcopy`, except for a ZeRO-3 partitioned model, whose deep copy would hold empty shards: build a fresh
+    partitioned model from the config and copy the weights gathered."""
+    if not _is_zero3_partitioned(model):
+        return copy.deepcopy(model)
+    clone = type(model)._from_config(copy.deepcopy(model.config), dtype=next(model.parameters()).dtype)
+    if getattr(model, "generation_config", None) is not None:
+        clone.generation_config = copy.deepcopy(model.generation_config)
+    sources = dict(model.named_parameters())
+    _copy_zero3_parameters(clone, sources)
+    buffers = dict(model.named_buffers())
+    for name, buffer in clone.named_buffers():
+        if name in buffers:
+            buffer.data.copy_(buffers[name])
+    for name, param in clone.named_parameters():
+        param.requires_grad_(sources[name].requires_grad)
+    return clone.train(model.training)
+
+
+def _gather_response_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / T) at `tokens`: `(B, T, V), (B, T) -> (B, T)`, via logsumexp (no full log-softmax copy)."""
+    logits = logits.float() / temperature
+    picked = torch.gather(logits, -1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def _sequence_forward_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_token_id: int) -> dict:
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    return {
+        "input_ids": input_ids.masked_fill(attention_mask == 0, pad_token_id),
+        "attention_mask": attention_mask.long(),
+        "position_ids": position_ids,
+    }
+
+
+class _IndexStream:
+    """Deterministic infinite stream of dataset indices: epoch e is `randperm(n)` seeded with `seed + e`.
+
+    Item k of the stream depends only on `(n, seed, k)`, so a resumed run draws exactly the prompts it would have.
+    """
+
+    def __init__(self, num_rows: int, seed: int) -> None:
+        self.num_rows, self.seed, self._cache = num_rows, seed, {}
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._cache:
+            self._cache = {
+                epoch: torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(self.seed + epoch))
+            }
+        return self._cache[epoch]
+
+    def take(self, start: int, count: int) -> list[int]:
+        return [int(self._permutation(k // self.num_rows)[k % self.num_rows]) for k in range(start, start + count)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class OnlineRolloutTrainer(Trainer):
+    """Shared engine of the online trainers: prompts -> sampled responses -> scores, on a `transformers.Trainer`.
+
+    Subclasses implement `_update` (one training step on a fresh rollout) and may build a critic through
+    `_build_value_model`. `PPOTrainer`/`PPOMaxTrainer` and `OnlineUNATrainer` are built on it. See [`PPOTrainer`] for
+    the meaning of every argument.
+    """
+
+    _tag_names: ClassVar[list[str]] = ["ppomax-trl"]
+    _name = "online"
+    _paper: ClassVar[dict[str, str]] = {"title": "", "id": ""}
+
+    def __init__(
+        self,
+        args: OnlineRolloutConfig,
+        processing_class: PreTrainedTokenizerBase,
+        model: PreTrainedModel,
+        ref_model: PreTrainedModel | None,
+        reward_model: PreTrainedModel | None,
+        train_dataset: Dataset,
+        data_collator: Callable | None = None,
+        eval_dataset: Dataset | None = None,
+        optimizers: tuple = (None, None),
+        callbacks: list[TrainerCallback] | None = None,
+        peft_config: PeftConfig | None = None,
+        *,
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
+        reward_processing_class: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        if not isinstance(args, OnlineRolloutConfig):
+            raise TypeError(f"`args` must be a ppomax_trl config (e.g. `PPOConfig`), got {type(args).__name__}.")
+        if train_dataset is None:
+            raise ValueError("`train_dataset` is required: a dataset of prompts (`input_ids` or `prompt` column).")
+        if ref_model is not None and ref_model is model:
+            raise ValueError(
+                "`model` and `ref_model` cannot be the same object. Pass `ref_model=None` for a frozen copy (or the "
+                "disabled adapter under PEFT), or pass `copy.deepcopy(model)`."
+            )
+        self._check_tokenizer(processing_class)
+        self.reward_funcs = [reward_funcs] if callable(reward_funcs) else list(reward_funcs or [])
+        if reward_model is None and not self.reward_funcs:
+            raise ValueError("Pass a `reward_model`, `reward_funcs`, or both.")
+        if reward_model is not None:
+            _score_head(reward_model)
+            if getattr(reward_model.config, "num_labels", 1) != 1:
+                raise ValueError(
+                    f"The reward model has num_labels={reward_model.config.num_labels}; it must output one scalar "
+                    "(`num_labels=1`)."
+                )
+        self.stop_token_ids = self._resolve_stop_token_ids(args, processing_class)
+
+        # ---- models: policy (+PEFT), reference, reward model, critic (subclass hook)
+        is_peft = peft_config is not None or (is_peft_available() and isinstance(model, PeftModel))
+        if peft_config is not None:
+            if not is_peft_available():
+                raise ImportError("`peft_config` needs PEFT: pip install 'ppomax-trl[peft]' (or pip install peft).")
+            if isinstance(model, PeftModel):
+                raise ValueError(
+                    "You passed a `PeftModel` and a `peft_config`. Merge and unload the existing adapter first, or "
+                    "pass the `PeftModel` without `peft_config`."
+                )
+        if ref_model is None and not is_peft:
+            ref_model = _freeze(_copy_model(model))
+        if peft_config is not None:
+            model = get_peft_model(model, peft_config)
+        value_model = self._build_value_model(model, reward_model)
+        for module in (model, ref_model, reward_model, value_model):
+            if module is not None:
+                _disable_dropout(module)
+        self.is_peft_model = is_peft
+        self.ref_model = _freeze(ref_model) if ref_model is not None else None
+        self.reward_model = _freeze(reward_model) if reward_model is not None else None
+        self.reward_processing_class = reward_processing_class
+        self.policy_model, self.value_model = model, value_model
+
+        # ---- data
+        self._dataset_extra_columns: list[str] = []
+        train_dataset = self._prepare_prompt_dataset(train_dataset, processing_class, args, "train")
+        if eval_dataset is not None:
+            eval_dataset = self._prepare_prompt_dataset(eval_dataset, processing_class, args, "eval")
+        self.prompt_collator = data_collator
+
+        wrapper = PolicyAndValueWrapper(model, value_model)
+        if args.world_size is None:
+            # the TRL 1.12 `world_size` field hides `TrainingArguments.world_size`, which `Trainer.__init__` reads to
+            # fill DeepSpeed's batch sizes: resolve it now (`args.device` sets up the distributed state)
+            _ = args.device
+            args.world_size = TrainingArguments.world_size.fget(args)
+        super().__init__(
+            model=wrapper,
+            args=args,
+            data_collator=data_collator or (lambda rows: rows),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        self._compute_batch_sizes()
+
+        # frozen models: sharded with the policy under ZeRO-3, otherwise just placed on the device
+        if self.is_deepspeed_enabled:
+            from trl.models import prepare_deepspeed
+
+            self.reward_model = prepare_deepspeed(self.reward_model, self.accelerator) if self.reward_model else None
+            self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator) if self.ref_model else None
+        else:
+            device = self.accelerator.device
+            self.reward_model = self.reward_model.to(device) if self.reward_model is not None else None
+            self.ref_model = self.ref_model.to(device) if self.ref_model is not None else None
+
+        # ---- state that checkpoints carry
+        self.reward_moments = pu.RunningMoments()
+        self.episode = 0
+        self.critic_warmup_done = 0
+        self.critic_warmup_finished = self._warmup_steps() == 0
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._prompt_stream = _IndexStream(len(train_dataset), args.seed)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Hooks for subclasses
+    # ------------------------------------------------------------------------------------------------------------------
+    def _build_value_model(self, policy: nn.Module, reward_model: nn.Module | None) -> nn.Module | None:
+        """The critic to train next to the policy; `None` (the default) trains the policy alone."""
+        return None
+
+    def _update(self, model: nn.Module, is_warmup: bool, start_time: float) -> tuple[torch.Tensor, float | None]:
+        """One training step on a fresh rollout; returns the mean loss and the mean grad norm."""
+        raise NotImplementedError
+
+    def _warmup_steps(self) -> int:
+        """Leading steps that do not advance the LR schedule (PPO's critic warm-up); none by default."""
+        return 0
+
+    def _warmup_converged(self) -> bool:
+        """Whether the warm-up may end before `_warmup_steps()`."""
+        return False
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Construction helpers
+    # ------------------------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_tokenizer(tokenizer) -> None:
+        if tokenizer is None:
+            raise ValueError("`processing_class` (the policy tokenizer) is required.")
+        if tokenizer.pad_token_id is None:
+            raise ValueError(
+                "The tokenizer has no pad token. Set one that is not a real content token, e.g. "
+                "`tokenizer.add_special_tokens({'pad_token': '<pad>'})` and `model.resize_token_embeddings(len(tokenizer))`."
+            )
+
+    @staticmethod
+    def _resolve_stop_token_ids(args: OnlineRolloutConfig, tokenizer) -> list[int] | None:
+        if args.stop_token == "eos":
+            if tokenizer.eos_token_id is None:
+                raise ValueError("`stop_token='eos'` but the tokenizer has no EOS token; set `stop_token_id` instead.")
+            return [tokenizer.eos_token_id]
+        if args.stop_token_id is not None:
+            return [args.stop_token_id]
+        return None
+
+    def _prepare_prompt_dataset(self, dataset: Dataset, tokenizer, args: OnlineRolloutConfig, split: str) -> Dataset:
+        columns = dataset.column_names
+        if "input_ids" not in columns and "prompt" not in columns:
+            raise ValueError(
+                f"The {split} dataset needs an `input_ids` column (tokenized prompts, as in TRL 1.12) or a `prompt` "
+                f"column (text or conversational); it has {columns}."
+            )
+        if len(dataset) == 0:
+            raise ValueError(f"The {split} dataset is empty.")
+        if "input_ids" not in columns:
+            from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+            conversational = is_conversational(dataset[0])
+
+            def tokenize(row):
+                text = maybe_apply_chat_template({"prompt": row["prompt"]}, tokenizer)["prompt"]
+                ids = tokenizer(text, add_special_tokens=not conversational)["input_ids"]
+                return {"input_ids": ids}
+
+            dataset = dataset.map(tokenize, num_proc=args.dataset_num_proc, desc=f"Tokenizing {split} prompts")
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        if min(lengths) == 0:
+            raise ValueError(f"The {split} dataset has an empty prompt (row {lengths.index(0)}).")
+        if args.max_prompt_length is not None and max(lengths) > args.max_prompt_length:
+            raise ValueError(
+                f"A {split} prompt has {max(lengths)} tokens > max_prompt_length={args.max_prompt_length} (row "
+                f"{lengths.index(max(lengths))}). Filter or shorten the prompts, or raise `max_prompt_length`."
+            )
+        if split == "train":
+            self._dataset_extra_columns = [c for c in dataset.column_names if c not in ("input_ids", "attention_mask")]
+        return dataset
+
+    def _compute_batch_sizes(self) -> None:
+        """TRL 1.12's derived sizes, written back onto `args` for code that reads them."""
+        args = self.args
+        world = self.accelerator.num_processes
+        args.world_size = world
+        if args.num_rollouts is not None:
+            args.local_batch_size = args.num_rollouts
+            args.local_mini_batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
+            args.num_mini_batches = pu.exact_div(
+                args.num_rollouts, args.local_mini_batch_size,
+                "`num_rollouts` must be a multiple of `per_device_train_batch_size * gradient_accumulation_steps`",
+            )  # fmt: skip
+        else:
+            args.local_batch_size = args.per_device_train_batch_size * args.gradient_accumulation_steps
+            args.local_mini_batch_size = pu.exact_div(
+                args.local_batch_size, args.num_mini_batches,
+                "`per_device_train_batch_size * gradient_accumulation_steps` must be a multiple of `num_mini_batches`",
+            )  # fmt: skip
+        self.micro_batch_size = min(args.per_device_train_batch_size, args.local_mini_batch_size)
+        self.num_micro_batches = pu.exact_div(
+            args.local_mini_batch_size, self.micro_batch_size,
+            "the minibatch size must be a multiple of `per_device_train_batch_size`",
+        )  # fmt: skip
+        if self.is_deepspeed_enabled and self.num_micro_batches != args.gradient_accumulation_steps:
+            raise ValueError(
+                f"DeepSpeed steps every `gradient_accumulation_steps` ({args.gradient_accumulation_steps}) micro-batches "
+                f"but each minibatch here has {self.num_micro_batches}. Use `num_mini_batches=1` or set `num_rollouts`."
+            )
+        if getattr(args, "whiten_advantages", False) and args.local_batch_size < 2:
+            raise ValueError("`whiten_advantages` needs at least 2 rollouts per process; raise the batch size.")
+        args.micro_batch_size = args.per_device_train_batch_size * world
+        args.batch_size = args.local_batch_size * world
+        args.mini_batch_size = args.local_mini_batch_size * world
+        if args.total_episodes is None:
+            args.total_episodes = int(args.num_train_epochs * len(self.train_dataset))
+        args.num_total_batches = math.ceil(args.total_episodes / args.batch_size)
+        if args.max_steps > 0:  # an explicit `max_steps` wins, as in `transformers.Trainer`
+            args.num_total_batches = args.max_steps
+        self.sample_generations_freq = max(1, args.num_total_batches // max(args.num_sample_generations, 1))
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW over policy and critic in separate parameter groups, so the critic can have its own learning rate."""
+        if self.optimizer is not None:
+            return self.optimizer
+        wrapper = self.model
+        decay_names = set(self.get_decay_parameter_names(wrapper))
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, wrapper)
+        groups = []
+        for prefix, lr in (
+            ("policy.", self.args.learning_rate),
+            ("value_model.", getattr(self.args, "value_learning_rate", None)),
+        ):
+            named = [(n, p) for n, p in wrapper.named_parameters() if n.startswith(prefix) and p.requires_grad]
+            for decay in (True, False):
+                params = [p for n, p in named if (n in decay_names) == decay]
+                if params:
+                    group = {"params": params, "weight_decay": self.args.weight_decay if decay else 0.0}
+                    # DeepSpeed ZeRO swaps `params` for flat partitions but keeps the other keys: the tag survives
+                    group["ppomax_module"] = prefix.rstrip(".")
+                    if lr is not None:
+                        group["lr"] = lr
+                    groups.append(group)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Training loop
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def _inner_training_loop(
+        self, batch_size=None, args=None, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None
+    ):
+        args = self.args
+        self.accelerator.free_memory()
+        num_updates = args.num_total_batches
+        max_steps = num_updates + self._warmup_steps()
+
+        self.state = TrainerState(
+            stateful_callbacks=[
+                cb for cb in self.callback_handler.callbacks + [self.control] if getattr(cb, "state", None) is not None
+            ]
+        )
+        self.state.train_batch_size = args.local_batch_size
+        self.state.compute_steps(args, max_steps)
+        if resume_from_checkpoint is not None:
+            self.state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, "trainer_state.json"))
+            self._load_callback_state()
+            self._load_ppomax_state(resume_from_checkpoint)
+        num_train_epochs = max(1, math.ceil(args.total_episodes / len(self.train_dataset)))
+        self.state.init_training_references(self, max_steps, num_train_epochs, trial)
+        self.state.max_steps = max_steps
+
+        model, _ = self._prepare_for_training(num_updates, None, resume_from_checkpoint)
+        self._policy_param_ids = {id(p) for p in self.accelerator.unwrap_model(model).policy.parameters()}
+
+        start_time = time.time()
+        self._initial_global_step = self.state.global_step
+        self._initial_num_input_tokens_seen = self.state.num_input_tokens_seen
+        self._tr_loss = torch.tensor(0.0, device=args.device)
+        self._total_loss_scalar = 0.0
+        self._globalstep_last_logged = self.state.global_step
+        self._start_episode = self.episode
+        model.zero_grad()
+        self.control = self.callback_handler.on_train_begin(args, self.state, self.control)
+
+        while self.state.global_step < max_steps and not self.control.should_training_stop:
+            self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
+            is_warmup = not self.critic_warmup_finished
+            loss, grad_norm = self._update(model, is_warmup, start_time)
+            learning_rate = self._get_learning_rate()
+            self._tr_loss += loss
+            self.state.global_step += 1
+            self.state.epoch = self.episode / len(self.train_dataset)
+            if is_warmup:
+                self.critic_warmup_done += 1
+                if self._warmup_converged() or self.critic_warmup_done >= self._warmup_steps():
+                    self.critic_warmup_finished = True
+                    max_steps = self.state.max_steps = self.state.global_step + (
+                        num_updates - (self.state.global_step - self.critic_warmup_done)
+                    )
+            else:
+                self.lr_scheduler.step()  # one scheduler step per rollout batch, as TRL 1.12; frozen in warm-up
+            self.control = self.callback_handler.on_step_end(args, self.state, self.control)
+            self._maybe_log_save_evaluate(
+                self._tr_loss,
+                grad_norm,
+                model,
+                trial,
+                self.state.epoch,
+                ignore_keys_for_eval,
+                start_time,
+                learning_rate=learning_rate,
+            )
+            ppo_updates = self.state.global_step - self.critic_warmup_done
+            if (
+                not is_warmup
+                and args.num_sample_generations > 0
+                and self.eval_dataset is not None
+                and (ppo_updates - 1) % self.sample_generations_freq == 0
+            ):
+                self.generate_completions(sampling=True)
+
+        num_train_samples = args.batch_size * max_steps
+        return self._finalize_training(trial, num_train_samples, start_time)
+
+    def _start_step(self) -> list[dict]:
+        """Seed this step and return this process's prompts; counts the episodes."""
+        # a per-step seed makes sampling a function of (seed, step, rank): resumed runs sample what they would have
+        torch.manual_seed(self.args.seed + 1_000_003 * self.state.global_step + 7_919 * self.accelerator.process_index)
+        self.episode += self.args.batch_size
+        return self._next_prompt_rows()
+
+    def _next_prompt_rows(self) -> list[dict]:
+        """This process's slice of the global prompt batch for the current step (deterministic: resumable)."""
+        args = self.args
+        start = self.state.global_step * args.batch_size + self.accelerator.process_index * args.local_batch_size
+        return [self.train_dataset[i] for i in self._prompt_stream.take(start, args.local_batch_size)]
+
+    def _collate_prompts(self, rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded `(B, P)` prompt ids and mask."""
+        pad_id = self.processing_class.pad_token_id
+        if self.prompt_collator is not None:
+            batch = self.prompt_collator([{"input_ids": row["input_ids"]} for row in rows])
+            input_ids = batch["input_ids"]
+            mask = batch.get("attention_mask", (input_ids != pad_id).long())
+            if (mask[:, -1] == 0).any():
+                raise ValueError(
+                    "The data collator pads prompts on the right; generation needs left padding. Set "
+                    "`tokenizer.padding_side = 'left'` or drop the custom `data_collator`."
+                )
+            return input_ids.to(self.accelerator.device), mask.to(self.accelerator.device)
+        width = max(len(row["input_ids"]) for row in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids = torch.as_tensor(row["input_ids"], dtype=torch.long)
+            input_ids[i, width - len(ids) :] = ids
+            mask[i, width - len(ids) :] = 1
+        return input_ids.to(self.accelerator.device), mask.to(self.accelerator.device)
+
+    # ---- rollout -----------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _policy_generation_context(self, model: nn.Module, generation_kwargs: dict):
+        from trl.models import unwrap_model_for_generation
+
+        with unwrap_model_for_generation(
+            model, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
+        ) as unwrapped:
+            policy = unwrapped.policy
+            gen_config = _peft_base(policy).generation_config
+            saved = {key: getattr(gen_config, key, None) for key in generation_kwargs}
+            # override the model's own generation config, so e.g. its EOS cannot stop a run that has no stop token
+            gen_config.update(**generation_kwargs)
+            was_training = policy.training
+            policy.eval()
+            try:
+                yield policy
+            finally:
+                gen_config.update(**saved)
+                policy.train(was_training)
+
+    def _generation_kwargs(self, temperature: float, top_p: float) -> dict:
+        return {
+            "max_new_tokens": self.args.response_length,
+            "do_sample": True,
+            "temperature": temperature,
+            "top_k": 0,
+            "top_p": top_p,
+            "eos_token_id": self.stop_token_ids,
+            "pad_token_id": self.processing_class.pad_token_id,
+        }
+
+    @torch.no_grad()
+    def generate_responses(
+        self, model: nn.Module, queries: torch.Tensor, query_mask: torch.Tensor, *, temperature: float, top_p: float
+    ) -> dict[str, torch.Tensor]:
+        """Sample one response per prompt, stop at the stop token (kept as the last real token), pad the rest."""
+        pad_id = self.processing_class.pad_token_id
+        kwargs = self._generation_kwargs(temperature, top_p)
+        chunks = []
+        with self._policy_generation_context(model, kwargs) as policy:
+            for i in range(0, queries.size(0), self.args.local_rollout_forward_batch_size):
+                ids, mask = (t[i : i + self.args.local_rollout_forward_batch_size] for t in (queries, query_mask))
+                out = policy.generate(input_ids=ids, attention_mask=mask, generation_config=GenerationConfig(**kwargs))
+                chunks.append(out[:, queries.size(1) :])
+        width = max(1, max(c.size(1) for c in chunks))
+        responses = torch.cat([nn.functional.pad(c, (0, width - c.size(1)), value=pad_id) for c in chunks])
+        responses, response_mask, stopped = pu.truncate_after_stop(
+            responses, stop_token_ids=self.stop_token_ids, pad_token_id=pad_id
+        )
+        return {"queries": queries, "query_mask": query_mask, "responses": responses,
+                "response_mask": response_mask, "stopped": stopped}  # fmt: skip
+
+    @torch.no_grad()
+    def rollout(self, rows: list[dict], model: nn.Module) -> dict[str, torch.Tensor]:
+        """Generate, then one no-grad forward for pi_old, pi_ref log-probs and V_old (so rho = 1 at the first step).
+
+        Values are computed only when the trainer has a critic.
+        """
+        queries, query_mask = self._collate_prompts(rows)
+        batch = self.generate_responses(
+            model, queries, query_mask, temperature=self.args.temperature, top_p=self.args.top_p
+        )
+        logprobs, ref_logprobs, values = [], [], []
+        unwrapped = self.accelerator.unwrap_model(model)
+        context = queries.size(1)
+        for i in range(0, queries.size(0), self.args.local_rollout_forward_batch_size):
+            chunk = slice(i, i + self.args.local_rollout_forward_batch_size)
+            inputs = self._sequence_inputs(batch, chunk)
+            responses = batch["responses"][chunk]
+            # output at position p scores the token at p + 1: response token t is read at context - 1 + t
+            policy_logits = unwrapped.policy(**inputs).logits[:, context - 1 : -1]
+            logprobs.append(_gather_response_logprobs(policy_logits, responses, self.args.temperature))
+            del policy_logits
+            with self._reference_context(unwrapped) as ref_model:
+                ref_logits = ref_model(**inputs).logits[:, context - 1 : -1]
+            ref_logprobs.append(_gather_response_logprobs(ref_logits, responses, self.args.temperature))
+            del ref_logits
+            if unwrapped.value_model is not None:
+                critic = per_position_scores(unwrapped.value_model, inputs["input_ids"], inputs["attention_mask"])
+                values.append(critic[:, context - 1 : -1].float())
+        mask = batch["response_mask"]
+        # padding: identical policy/reference log-probs (KL 0) and zero values; every loss masks them anyway
+        batch["logprobs"] = torch.cat(logprobs).masked_fill(~mask, pu.PADDING_LOGPROB)
+        batch["ref_logprobs"] = torch.cat(ref_logprobs).masked_fill(~mask, pu.PADDING_LOGPROB)
+        if values:
+            batch["values"] = torch.cat(values).masked_fill(~mask, 0.0)
+        return batch
+
+    def _sequence_inputs(self, batch: dict, index) -> dict[str, torch.Tensor]:
+        input_ids = torch.cat([batch["queries"][index], batch["responses"][index]], dim=1)
+        attention_mask = torch.cat([batch["query_mask"][index], batch["response_mask"][index].long()], dim=1)
+        return _sequence_forward_inputs(input_ids, attention_mask, self.processing_class.pad_token_id)
+
+    @contextlib.contextmanager
+    def _reference_context(self, unwrapped_wrapper: nn.Module):
+        """The reference policy: the frozen model, or the policy with its adapter disabled (or switched) under PEFT."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        policy = unwrapped_wrapper.policy
+        if self.args.ref_adapter_name:
+            policy.set_adapter(self.args.ref_adapter_name)
+            try:
+                yield policy
+            finally:
+                policy.set_adapter(self.args.model_adapter_name or "default")
+        else:
+            with policy.disable_adapter():
+                yield policy
+
+    # ---- score -------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, rows: list[dict], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Raw score per rollout `(B,)`: reward model at the last real token (the stop token), plus `reward_funcs`."""
+        device = self.accelerator.device
+        scores = torch.zeros(batch["responses"].size(0), device=device)
+        if self.reward_model is not None:
+            scores += self._reward_model_scores(batch)
+        if self.reward_funcs:
+            prompts, completions = self._decode_for_reward(rows, batch)
+            columns = {key: [row[key] for row in rows] for key in self._dataset_extra_columns if key != "prompt"}
+            for func in self.reward_funcs:
+                values = func(prompts=prompts, completions=completions, **columns)
+                if len(values) != len(completions):
+                    raise ValueError(f"Reward function {func} returned {len(values)} scores for {len(completions)}.")
+                scores += torch.tensor([float("nan") if v is None else float(v) for v in values], device=device)
+        if not torch.isfinite(scores).all():
+            bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
+            raise ValueError(
+                f"Non-finite reward scores at step {self.state.global_step + 1} for rollouts {bad}: {scores[bad].tolist()}. "
+                "Check the reward model/functions; training on them would corrupt the running moments."
+            )
+        return scores
+
+    def _reward_model_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.reward_processing_class is None:
+            inputs = self._sequence_inputs(batch, slice(None))
+            per_position = per_position_scores(self.reward_model, inputs["input_ids"], inputs["attention_mask"])
+            last = pu.last_token_indices(batch["response_mask"]) + batch["queries"].size(1)
+            rows = torch.arange(per_position.size(0), device=per_position.device)
+            return per_position[rows, last.clamp(min=0)].float()
+        # a reward model with its own tokenizer: decode, re-tokenize, and append its EOS where the response stopped
+        rm_tok = self.reward_processing_class
+        texts = []
+        for i in range(batch["responses"].size(0)):
+            prompt = self.processing_class.decode(
+                batch["queries"][i][batch["query_mask"][i].bool()], skip_special_tokens=True
+            )
+            response = self.processing_class.decode(
+                batch["responses"][i][batch["response_mask"][i]], skip_special_tokens=True
+            )
+            eos = rm_tok.eos_token if batch["stopped"][i] and rm_tok.eos_token else ""
+            texts.append(prompt + response + eos)
+        encoded = rm_tok(texts, padding=True, return_tensors="pt", add_special_tokens=False).to(
+            self.accelerator.device
+        )
+        per_position = per_position_scores(self.reward_model, encoded["input_ids"], encoded["attention_mask"])
+        last = pu.last_token_indices(encoded["attention_mask"].bool()) if rm_tok.padding_side == "right" else None
+        if last is None:
+            last = torch.full((len(texts),), encoded["input_ids"].size(1) - 1, device=per_position.device)
+        return per_position[torch.arange(len(texts), device=per_position.device), last].float()
+
+    def _decode_for_reward(self, rows: list[dict], batch: dict) -> tuple[list, list]:
+        completions = [
+            self.processing_class.decode(r[m], skip_special_tokens=True)
+            for r, m in zip(batch["responses"], batch["response_mask"], strict=True)
+        ]
+        if rows and "prompt" in rows[0]:
+            prompts = [row["prompt"] for row in rows]
+            if isinstance(prompts[0], list):  # conversational: completions as assistant messages, as GRPO does
+                completions = [[{"role": "assistant", "content": c}] for c in completions]
+        else:
+            prompts = self.processing_class.batch_decode([row["input_ids"] for row in rows], skip_special_tokens=True)
+        return prompts, completions
+
+    def _all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.to(self.accelerator.device), "sum").cpu()
+
+    # ---- metrics -----------------------------------------------------------------------------------------------------
+
+    def update_reward_moments(self, raw_scores: torch.Tensor) -> None:
+        """Merge this step's raw scores, pooled over all processes, into the running moments (before any use)."""
+        batch_mean, batch_var, batch_count = pu.batch_moments(raw_scores, self._all_reduce_sum)
+        self.reward_moments = pu.merge_moments(self.reward_moments, batch_mean, batch_var, batch_count)
+        self._last_batch_moments = (batch_mean, batch_var, batch_count)
+
+    def _reduced_mean(self, tensor: torch.Tensor) -> float:
+        return self.accelerator.reduce(tensor.float().mean().to(self.args.device), "mean").item()
+
+    def _monitor_metrics(self, batch: dict[str, torch.Tensor], start_time: float) -> dict[str, float]:
+        """The paper's collapse monitors ([P] §5.2) for any online trainer: length, KL to the reference, perplexity."""
+        args, acc, mean = self.args, self.accelerator, self._reduced_mean
+        mask = batch["response_mask"]
+        lengths = mask.sum(1).float()
+        log_ratio = (batch["logprobs"] - batch["ref_logprobs"]) * mask
+        k3 = pu.kl_estimate(batch["logprobs"], batch["ref_logprobs"], "k3") * mask
+        num_tokens = mask.sum().clamp(min=1)
+        batch_mean, batch_var, batch_count = self._last_batch_moments
+        return {
+            "eps": int((self.episode - self._start_episode) / max(time.time() - start_time, 1e-9)),
+            "objective/entropy": mean((-batch["logprobs"] * mask).sum(1)),
+            "val/num_eos_tokens": acc.reduce(batch["stopped"].sum().to(args.device), "sum").item(),
+            "ppomax/kl_per_token": mean(log_ratio.sum() / num_tokens),
+            "ppomax/kl_per_token_k3": mean(k3.sum() / num_tokens),
+            "ppomax/response_length": mean(lengths),
+            "ppomax/response_length_max": acc.reduce(lengths.max().to(args.device), "max").item(),
+            "ppomax/max_length_share": mean((~batch["stopped"] & (lengths >= args.response_length)).float()),
+            "ppomax/eos_rate": mean(batch["stopped"].float()),
+            "ppomax/ppl_policy": math.exp(mean(-(batch["logprobs"] * mask).sum() / num_tokens)),
+            "ppomax/ppl_ref": math.exp(mean(-(batch["ref_logprobs"] * mask).sum() / num_tokens)),
+            "ppomax/raw_score_mean": batch_mean,
+            "ppomax/raw_score_std": math.sqrt(batch_var * batch_count / max(batch_count - 1, 1)),
+            "ppomax/running_mean": self.reward_moments.mean,
+            "ppomax/running_std": self.reward_moments.std,
+            "episode": self.episode,
+        }
+
+    def _store_metrics(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self._metrics["train"][key].append(float(value))
+        self._warn_on_collapse(metrics)
+
+    def _warn_on_collapse(self, metrics: dict[str, float]) -> None:
+        """The paper's pattern-collapse signature ([P] §5.2): length pinned at the cap, per-token KL spiking."""
+        args = self.args
+        if not self.accelerator.is_main_process:
+            return  # metrics are already reduced over processes: one warning is enough
+        step = self.state.global_step + 1  # the update being logged, 1-based like the logged `step`
+        if self.stop_token_ids and metrics["ppomax/max_length_share"] >= args.collapse_max_length_share:
+            logger.warning(
+                f"Step {step}: {metrics['ppomax/max_length_share']:.0%} of responses ran to "
+                f"response_length={args.response_length} without a stop token (collapse signature). Check samples."
+            )
+        if metrics["ppomax/kl_per_token"] > args.collapse_kl_threshold:
+            logger.warning(
+                f"Step {step}: per-token KL to the reference is {metrics['ppomax/kl_per_token']:.3f} "
+                f"nats > collapse_kl_threshold={args.collapse_kl_threshold}. The policy is drifting; consider a larger "
+                "`kl_coef` or an earlier checkpoint."
+            )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        averaged = {key: sum(v) / len(v) for key, v in self._metrics[mode].items() if v}
+        if mode == "eval":
+            averaged = {f"eval_{key}": value for key, value in averaged.items()}
+        logs = {**logs, **averaged}
+        if "learning_rate" in logs:
+            logs["lr"] = logs["learning_rate"]
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Evaluation and samples
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Held-out reward distribution ([P] §5.2): sample each eval prompt once, report raw-score statistics."""
+        dataset = (
+            self._prepare_prompt_dataset(eval_dataset, self.processing_class, self.args, "eval")
+            if (eval_dataset is not None)
+            else self.eval_dataset
+        )
+        if dataset is None:
+            raise ValueError("`evaluate` needs an `eval_dataset` of prompts.")
+        scores, lengths = [], []
+        indices, valid = self._eval_shard(len(dataset))
+        size = self.args.per_device_eval_batch_size
+        for start in range(0, len(indices), size):
+            rows = [dataset[i] for i in indices[start : start + size]]
+            queries, query_mask = self._collate_prompts(rows)
+            batch = self.generate_responses(
+                self.model_wrapped, queries, query_mask, temperature=self.args.temperature, top_p=self.args.top_p
+            )
+            scores.append(self.score(rows, batch))
+            lengths.append(batch["response_mask"].sum(1).float())
+        keep = self.accelerator.gather_for_metrics(torch.tensor(valid, device=self.accelerator.device)).cpu()
+        all_scores = self.accelerator.gather_for_metrics(torch.cat(scores)).float().cpu()[keep]
+        all_lengths = self.accelerator.gather_for_metrics(torch.cat(lengths)).float().cpu()[keep]
+        quantiles = torch.quantile(all_scores, torch.tensor([0.1, 0.5, 0.9]))
+        metrics = {
+            f"{metric_key_prefix}_objective/scores": all_scores.mean().item(),
+            f"{metric_key_prefix}_ppomax/score_std": all_scores.std(unbiased=False).item(),
+            f"{metric_key_prefix}_ppomax/score_p10": quantiles[0].item(),
+            f"{metric_key_prefix}_ppomax/score_p50": quantiles[1].item(),
+            f"{metric_key_prefix}_ppomax/score_p90": quantiles[2].item(),
+            f"{metric_key_prefix}_ppomax/response_length": all_lengths.mean().item(),
+        }
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _eval_shard(self, num_rows: int) -> tuple[list[int], list[bool]]:
+        """This process's eval rows (strided) and which are real: padded by repeating rows to the same count on every
+        process, so all run the same generation batches (ZeRO-3 gathers inside them) and gather equal sizes."""
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        positions = range(rank, math.ceil(num_rows / world) * world, world)
+        return [p % num_rows for p in positions], [p < num_rows for p in positions]
+
+    def generate_completions(self, sampling: bool = False) -> list[dict[str, Any]] | None:
+        """Near-greedy (temperature 0.01) completions of `eval_dataset` with their scores, printed and logged.
+
+        `sampling=True` stops after the first eval batch (TRL 1.12 behaviour). Returns the table rows.
+        """
+        if self.eval_dataset is None:
+            return None
+        table = []
+        size = self.args.per_device_eval_batch_size
+        indices, valid = self._eval_shard(len(self.eval_dataset))
+        for start in range(0, len(indices), size):
+            rows = [self.eval_dataset[i] for i in indices[start : start + size]]
+            queries, query_mask = self._collate_prompts(rows)
+            batch = self.generate_responses(self.model_wrapped, queries, query_mask, temperature=0.01, top_p=1.0)
+            scores = self.score(rows, batch)
+            prompts = self.processing_class.batch_decode(queries, skip_special_tokens=True)
+            for i, prompt in enumerate(prompts):
+                if not valid[start + i]:
+                    continue
+                response = self.processing_class.decode(batch["responses"][i][batch["response_mask"][i]])
+                table.append({"query": prompt, "model response": response, "score": float(scores[i])})
+            if sampling:
+                break
+        from accelerate.utils import gather_object
+
+        table = gather_object(table)
+        if self.accelerator.is_main_process:
+            _print_table(table[:5])
+            if "wandb" in (self.args.report_to or []):
+                import wandb
+
+                if wandb.run is not None:
+                    columns = ["query", "model response", "score"]
+                    wandb.log(
+                        {"completions": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in table])}
+                    )
+        return table
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Saving, checkpoints, resume
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Policy at `output_dir` (loads with `AutoModelForCausalLM.from_pretrained`), critic (if any) in `value_model/`.
+
+        The wrapper's state dict is split by prefix and each sub-model saves its own part, which handles tied
+        embeddings and the gathered state dict that ZeRO-3 passes in.
+        """
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        wrapper = self.accelerator.unwrap_model(self.model)
+        if state_dict is None:
+            state_dict = wrapper.state_dict()
+        parts = {"policy.": {}, "value_model.": {}}
+        for key, value in state_dict.items():
+            for prefix, part in parts.items():
+                if key.startswith(prefix):
+                    part[key[len(prefix) :]] = value
+        wrapper.policy.save_pretrained(output_dir, state_dict=parts["policy."])
+        if wrapper.value_model is not None:
+            wrapper.value_model.save_pretrained(
+                os.path.join(output_dir, VALUE_MODEL_DIR), state_dict=parts["value_model."]
+            )
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        wrapper = self.accelerator.unwrap_model(model or self.model)
+        _load_pretrained_weights(wrapper.policy, resume_from_checkpoint)
+        if wrapper.value_model is not None:
+            _load_pretrained_weights(wrapper.value_model, os.path.join(resume_from_checkpoint, VALUE_MODEL_DIR))
+
+    def _save_checkpoint(self, model: nn.Module, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            with open(os.path.join(folder, PPOMAX_STATE_NAME), "w") as f:
+                json.dump(self._ppomax_state(), f, indent=2)
+            self.create_model_card(model_name=os.path.basename(os.path.normpath(self.args.output_dir)))
+
+    def _ppomax_state(self) -> dict[str, Any]:
+        """Algorithm state a checkpoint carries beyond what `Trainer` saves (subclasses extend it)."""
+        return {
+            "reward_moments": self.reward_moments.state_dict(),
+            "critic_warmup_done": self.critic_warmup_done,
+            "critic_warmup_finished": self.critic_warmup_finished,
+            "episode": self.episode,
+        }
+
+    def _load_ppomax_state(self, checkpoint: str) -> dict[str, Any]:
+        path = os.path.join(checkpoint, PPOMAX_STATE_NAME)
+        if not os.path.isfile(path):
+            raise ValueError(f"{checkpoint} has no {PPOMAX_STATE_NAME}: it was not written by a ppomax_trl trainer.")
+        with open(path) as f:
+            state = json.load(f)
+        self.reward_moments = pu.RunningMoments.from_state_dict(state["reward_moments"])
+        self.critic_warmup_done = state["critic_warmup_done"]
+        self.critic_warmup_finished = state["critic_warmup_finished"]
+        self.episode = state["episode"]
+        return state
+
+    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
+        """A short README.md with tags and the paper; written on the main process only."""
+        if not self.is_world_process_zero():
+            return
+        tags = "\n".join(f"- {tag}" for tag in self._tag_names)
+        text = (
+            f"---\nlibrary_name: transformers\ntags:\n{tags}\n---\n\n# {model_name or 'policy'}\n\n"
+            f"Trained with `ppomax_trl.{type(self).__name__}` ({self._name}), "
+            f"https://huggingface.co/papers/{self._paper['id']} ({self._paper['title']}).\n"
+            f"The critic is saved in `{VALUE_MODEL_DIR}/`.\n"
+        )
+        with open(os.path.join(self.args.output_dir, "README.md"), "w") as f:
+            f.write(text)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Module-level helpers
+# ----------------------------------------------------------------------------------------------------------------------
+def _load_pretrained_weights(model: nn.Module, folder: str) -> None:
+    """Load weights saved by `save_pretrained` (full or PEFT adapter) into an existing model, in place."""
+    from safetensors.torch import load_file
+
+    if is_peft_available() and isinstance(model, PeftModel):
+        set_peft_model_state_dict(model, load_file(os.path.join(folder, "adapter_model.safetensors")))
+        return
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+    if not files:
+        raise FileNotFoundError(f"No safetensors weights in {folder}.")
+    state = {}
+    for name in files:
+        state.update(load_file(os.path.join(folder, name)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    tied |= {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"Checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}.")
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        for row in rows:
+            print(row)  # noqa: T201
+        return
+    table = Table(show_lines=True)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+    Console().print(table)
+
+
+__all__ = ["OnlineRolloutTrainer", "PolicyAndValueWrapper", "per_position_scores"]
