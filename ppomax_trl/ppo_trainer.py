@@ -23,7 +23,6 @@ private `Trainer` hooks it relies on); this module adds the critic, reward shapi
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from collections import defaultdict
@@ -316,46 +315,21 @@ class PPOTrainer(OnlineRolloutTrainer):
 
     # ---- 9-12. PPO epochs over the small buffer ----------------------------------------------------------------------
 
-    def ppo_epochs(self, model: nn.Module, batch: dict, is_warmup: bool):
-        args = self.args
+    def ppo_epochs(self, model: nn.Module, batch: dict, is_warmup: bool) -> tuple[torch.Tensor, float | None]:
+        """`num_ppo_epochs` shuffled passes over the buffer; the critic alone learns during the warm-up."""
         stats = defaultdict(list)
-        total_loss = torch.tensor(0.0, device=args.device)
-        grad_norms = []
-        generator = torch.Generator().manual_seed(args.seed + 31 * self.state.global_step)
         saved_lrs = self._freeze_policy_lr() if is_warmup else None
-        model.train()
-        for _ in range(args.num_ppo_epochs):
-            order = torch.randperm(args.local_batch_size, generator=generator)
-            for mb_start in range(0, args.local_batch_size, args.local_mini_batch_size):
-                mb_inds = order[mb_start : mb_start + args.local_mini_batch_size]
-                mb_num_tokens = batch["response_mask"][mb_inds].sum().clamp(min=1).float()
-                for micro_index, mc_start in enumerate(range(0, len(mb_inds), self.micro_batch_size)):
-                    mc_inds = mb_inds[mc_start : mc_start + self.micro_batch_size].to(args.device)
-                    is_last = micro_index == self.num_micro_batches - 1
-                    self.accelerator.gradient_state._set_sync_gradients(is_last)
-                    sync = (
-                        contextlib.nullcontext()
-                        if is_last or self.is_deepspeed_enabled
-                        else self.accelerator.no_sync(model)
-                    )
-                    with sync:
-                        loss = self._micro_batch_loss(model, batch, mc_inds, mb_num_tokens, is_warmup, stats)
-                        kwargs = {"scale_wrt_gas": False} if self.is_deepspeed_enabled else {}
-                        self.accelerator.backward(loss, **kwargs)
-                    total_loss += loss.detach()
-                if args.max_grad_norm is not None and args.max_grad_norm > 0:
-                    grad_norm = self.accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                    if grad_norm is not None:
-                        grad_norms.append(float(grad_norm))
-                self.optimizer.step()
-                self.optimizer.zero_grad()
+
+        def micro_batch_loss(mc_inds: torch.Tensor, mb_inds: torch.Tensor) -> torch.Tensor:
+            mb_num_tokens = batch["response_mask"][mb_inds].sum().clamp(min=1).float()
+            return self._micro_batch_loss(model, batch, mc_inds, mb_num_tokens, is_warmup, stats)
+
+        loss, grad_norm = self.minibatch_passes(model, self.args.num_ppo_epochs, micro_batch_loss)
         if saved_lrs is not None:
             for group, lr in zip(self.optimizer.param_groups, saved_lrs, strict=True):
                 group["lr"] = lr
-        num_steps = args.num_ppo_epochs * args.num_mini_batches
         self._update_stats = stats
-        grad_norm = sum(grad_norms) / len(grad_norms) if grad_norms else None
-        return total_loss / num_steps, grad_norm
+        return loss, grad_norm
 
     def _freeze_policy_lr(self) -> list[float]:
         """Critic warm-up: policy groups get lr 0 (AdamW then leaves them bit-identical, weight decay included)."""

@@ -721,6 +721,48 @@ class OnlineRolloutTrainer(Trainer):
             with policy.disable_adapter():
                 yield policy
 
+    def minibatch_passes(
+        self, model: nn.Module, num_epochs: int, micro_batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, float | None]:
+        """`num_epochs` shuffled passes over this process's rollout buffer, one optimizer step per minibatch.
+
+        `micro_batch_loss(micro_indices, minibatch_indices)` returns the micro-batch's share of the minibatch loss
+        (already normalised over the whole minibatch), so accumulation gives exactly the minibatch loss. Gradients
+        sync only on the last micro-batch; DeepSpeed steps (and clips) inside `accelerator.backward`. Returns the mean
+        loss per optimizer step and the mean global grad norm before clipping.
+        """
+        args = self.args
+        total_loss = torch.tensor(0.0, device=args.device)
+        grad_norms = []
+        generator = torch.Generator().manual_seed(args.seed + 31 * self.state.global_step)
+        model.train()
+        for _ in range(num_epochs):
+            order = torch.randperm(args.local_batch_size, generator=generator)
+            for mb_start in range(0, args.local_batch_size, args.local_mini_batch_size):
+                mb_inds = order[mb_start : mb_start + args.local_mini_batch_size]
+                for micro_index, mc_start in enumerate(range(0, len(mb_inds), self.micro_batch_size)):
+                    mc_inds = mb_inds[mc_start : mc_start + self.micro_batch_size].to(args.device)
+                    is_last = micro_index == self.num_micro_batches - 1
+                    self.accelerator.gradient_state._set_sync_gradients(is_last)
+                    sync = (
+                        contextlib.nullcontext()
+                        if is_last or self.is_deepspeed_enabled
+                        else self.accelerator.no_sync(model)
+                    )
+                    with sync:
+                        loss = micro_batch_loss(mc_inds, mb_inds)
+                        kwargs = {"scale_wrt_gas": False} if self.is_deepspeed_enabled else {}
+                        self.accelerator.backward(loss, **kwargs)
+                    total_loss += loss.detach()
+                if args.max_grad_norm is not None and args.max_grad_norm > 0:
+                    grad_norm = self.accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    if grad_norm is not None:
+                        grad_norms.append(float(grad_norm))
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        num_steps = num_epochs * args.num_mini_batches
+        return total_loss / num_steps, (sum(grad_norms) / len(grad_norms) if grad_norms else None)
+
     # ---- score -------------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
