@@ -13,7 +13,8 @@
 # limitations under the License.
 """PPO and PPO-max for current TRL: drop-in `PPOTrainer`/`PPOConfig` and the `PPOMaxTrainer`/`PPOMaxConfig` recipe."""
 
-from .ppo_config import PPOConfig, PPOMaxConfig
+from .online_una import OnlineUNAConfig, OnlineUNATrainer
+from .ppo_config import OnlineRolloutConfig, PPOConfig, PPOMaxConfig
 from .ppo_trainer import PolicyAndValueWrapper, PPOMaxTrainer, PPOTrainer
 from .rank_list import DataCollatorForRankList, RankListRewardConfig, RankListRewardTrainer
 from .una_config import UNAConfig
@@ -25,6 +26,9 @@ __version__ = "0.1.0"
 __all__ = [
     "DataCollatorForRankList",
     "DataCollatorForUNA",
+    "OnlineRolloutConfig",
+    "OnlineUNAConfig",
+    "OnlineUNATrainer",
     "PPOConfig",
     "PPOMaxConfig",
     "PPOMaxTrainer",

@@ -892,8 +892,8 @@ class OnlineRolloutTrainer(Trainer):
         if metrics["ppomax/kl_per_token"] > args.collapse_kl_threshold:
             logger.warning(
                 f"Step {step}: per-token KL to the reference is {metrics['ppomax/kl_per_token']:.3f} "
-                f"nats > collapse_kl_threshold={args.collapse_kl_threshold}. The policy is drifting; consider a larger "
-                "`kl_coef` or an earlier checkpoint."
+                f"nats > collapse_kl_threshold={args.collapse_kl_threshold}. The policy is drifting; consider a "
+                "stronger KL constraint (`kl_coef`, or `beta` for UNA) or an earlier checkpoint."
             )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
