@@ -37,16 +37,14 @@ from transformers.utils import is_peft_available
 
 from . import ppo_utils as pu
 from .losses import entropy_bonus_loss, language_modeling_loss, ppo_policy_loss, ppo_value_loss
+from .model_utils import copy_model, copy_zero3_parameters, is_zero3_partitioned
 from .ppo_config import PPOConfig, PPOMaxConfig
 from .rollout import (
     OnlineRolloutTrainer,
     PolicyAndValueWrapper,
     RewardFunc,
-    _copy_model,
-    _copy_zero3_parameters,
     _gather_response_logprobs,
     _IndexStream,
-    _is_zero3_partitioned,
     _peft_base,
     _score_head,
     _sequence_forward_inputs,
@@ -166,7 +164,7 @@ class PPOTrainer(OnlineRolloutTrainer):
     def _initial_critic(reward_model: nn.Module | None, policy: nn.Module) -> nn.Module:
         """PPO-max critic init: a trainable copy of the reward model; else the policy backbone with a new head."""
         if reward_model is not None:
-            critic = _copy_model(reward_model)
+            critic = copy_model(reward_model)
             for param in critic.parameters():
                 param.requires_grad_(True)
             return critic.train()
@@ -174,10 +172,10 @@ class PPOTrainer(OnlineRolloutTrainer):
         config = copy.deepcopy(base.config)
         config.num_labels = 1
         backbone = getattr(base, base.base_model_prefix)
-        if _is_zero3_partitioned(backbone):  # its state dict would hold empty shards: copy gathered parameters
+        if is_zero3_partitioned(backbone):  # its state dict would hold empty shards: copy gathered parameters
             critic = AutoModelForSequenceClassification.from_config(config, dtype=next(base.parameters()).dtype)
             sources = {n.replace(".base_layer", ""): p for n, p in backbone.named_parameters() if "lora_" not in n}
-            _copy_zero3_parameters(getattr(critic, critic.base_model_prefix), sources)
+            copy_zero3_parameters(getattr(critic, critic.base_model_prefix), sources)
             return critic
         critic = AutoModelForSequenceClassification.from_config(config)
         backbone_state = getattr(base, base.base_model_prefix).state_dict()

@@ -29,7 +29,6 @@ replaces the supervised one), `_prepare_for_training` (optimizer, scheduler, Dee
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -54,6 +53,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import is_peft_available, logging
 
 from . import ppo_utils as pu
+from .model_utils import copy_model, disable_dropout, freeze
 from .ppo_config import OnlineRolloutConfig
 
 
@@ -144,55 +144,6 @@ class PolicyAndValueWrapper(nn.Module):
         if self.value_model is None:
             return logits, None
         return logits, per_position_scores(self.value_model, input_ids, attention_mask)
-
-
-def _disable_dropout(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-
-
-def _freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return model
-
-
-def _is_zero3_partitioned(model: nn.Module) -> bool:
-    """Whether DeepSpeed ZeRO-3 has partitioned the parameters (`zero.Init` at load, e.g. with `zero3_init_flag`)."""
-    return any(hasattr(param, "ds_id") for param in model.parameters())
-
-
-def _copy_zero3_parameters(target: nn.Module, sources: dict[str, nn.Parameter]) -> None:
-    """Copy `sources` into the same-named parameters of `target`, both ZeRO-3 partitioned, one gathered pair at a time."""
-    import deepspeed
-
-    is_main = torch.distributed.get_rank() == 0
-    for name, param in target.named_parameters():
-        if name in sources:
-            with deepspeed.zero.GatheredParameters([sources[name], param], modifier_rank=0):
-                if is_main:
-                    param.data.copy_(sources[name].data)
-
-
-def _copy_model(model: nn.Module) -> nn.Module:
-    """`copy.deepcopy`, except for a ZeRO-3 partitioned model, whose deep copy would hold empty shards: build a fresh
-    partitioned model from the config and copy the weights gathered."""
-    if not _is_zero3_partitioned(model):
-        return copy.deepcopy(model)
-    clone = type(model)._from_config(copy.deepcopy(model.config), dtype=next(model.parameters()).dtype)
-    if getattr(model, "generation_config", None) is not None:
-        clone.generation_config = copy.deepcopy(model.generation_config)
-    sources = dict(model.named_parameters())
-    _copy_zero3_parameters(clone, sources)
-    buffers = dict(model.named_buffers())
-    for name, buffer in clone.named_buffers():
-        if name in buffers:
-            buffer.data.copy_(buffers[name])
-    for name, param in clone.named_parameters():
-        param.requires_grad_(sources[name].requires_grad)
-    return clone.train(model.training)
 
 
 def _gather_response_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -298,16 +249,16 @@ class OnlineRolloutTrainer(Trainer):
                     "pass the `PeftModel` without `peft_config`."
                 )
         if ref_model is None and not is_peft:
-            ref_model = _freeze(_copy_model(model))
+            ref_model = freeze(copy_model(model))
         if peft_config is not None:
             model = get_peft_model(model, peft_config)
         value_model = self._build_value_model(model, reward_model)
         for module in (model, ref_model, reward_model, value_model):
             if module is not None:
-                _disable_dropout(module)
+                disable_dropout(module)
         self.is_peft_model = is_peft
-        self.ref_model = _freeze(ref_model) if ref_model is not None else None
-        self.reward_model = _freeze(reward_model) if reward_model is not None else None
+        self.ref_model = freeze(ref_model) if ref_model is not None else None
+        self.reward_model = freeze(reward_model) if reward_model is not None else None
         self.reward_processing_class = reward_processing_class
         self.policy_model, self.value_model = model, value_model
 

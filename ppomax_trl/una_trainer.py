@@ -47,7 +47,6 @@ Logged metrics (averaged over the logging window; `eval_` prefix in evaluation):
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import numbers
@@ -74,6 +73,7 @@ from transformers.utils import is_peft_available, logging
 from trl.data_utils import common_prefix_length, extract_prompt, is_conversational
 
 from .losses import UNA_FEEDBACK_TYPES, una_loss
+from .model_utils import copy_model, disable_dropout, freeze
 from .una_config import UNAConfig
 
 
@@ -304,19 +304,6 @@ def _tokenize_row(row, index, *, tokenizer, normalizer, score_range) -> dict[str
 # ----------------------------------------------------------------------------------------------------------------------
 # Trainer
 # ----------------------------------------------------------------------------------------------------------------------
-def _disable_dropout(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-
-
-def _freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return model
-
-
 class UNATrainer(Trainer):
     """Offline UNA trainer: fits beta-scaled summed log-ratios to pairwise, binary and score feedback.
 
@@ -422,13 +409,13 @@ class UNATrainer(Trainer):
             self._reference_source = "policy_at_init"  # read once before training, then not kept
         else:
             self._reference_source = "frozen_copy"
-            ref_model = copy.deepcopy(model)
+            ref_model = copy_model(model)  # a plain deep copy, except under ZeRO-3
         if ref_model is not None:
-            _freeze(ref_model)
+            freeze(ref_model)
         if args.disable_dropout:
-            _disable_dropout(model)
+            disable_dropout(model)
             if ref_model is not None:
-                _disable_dropout(ref_model)
+                disable_dropout(ref_model)
 
         # Datasets
         if (

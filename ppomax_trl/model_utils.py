@@ -1,0 +1,70 @@
+# Copyright 2026 The ppomax_trl Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Small model utilities shared by the trainers: freezing, dropout, and copies that survive DeepSpeed ZeRO-3."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def disable_dropout(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def is_zero3_partitioned(model: nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 has partitioned the parameters (`zero.Init` at load, e.g. with `zero3_init_flag`)."""
+    return any(hasattr(param, "ds_id") for param in model.parameters())
+
+
+def copy_zero3_parameters(target: nn.Module, sources: dict[str, nn.Parameter]) -> None:
+    """Copy `sources` into the same-named parameters of `target`, both ZeRO-3 partitioned, one gathered pair at a time."""
+    import deepspeed
+
+    is_main = torch.distributed.get_rank() == 0
+    for name, param in target.named_parameters():
+        if name in sources:
+            with deepspeed.zero.GatheredParameters([sources[name], param], modifier_rank=0):
+                if is_main:
+                    param.data.copy_(sources[name].data)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """`copy.deepcopy`, except for a ZeRO-3 partitioned model, whose deep copy would hold empty shards: build a fresh
+    partitioned model from the config and copy the weights gathered."""
+    if not is_zero3_partitioned(model):
+        return copy.deepcopy(model)
+    clone = type(model)._from_config(copy.deepcopy(model.config), dtype=next(model.parameters()).dtype)
+    if getattr(model, "generation_config", None) is not None:
+        clone.generation_config = copy.deepcopy(model.generation_config)
+    sources = dict(model.named_parameters())
+    copy_zero3_parameters(clone, sources)
+    buffers = dict(model.named_buffers())
+    for name, buffer in clone.named_buffers():
+        if name in buffers:
+            buffer.data.copy_(buffers[name])
+    for name, param in clone.named_parameters():
+        param.requires_grad_(sources[name].requires_grad)
+    return clone.train(model.training)
