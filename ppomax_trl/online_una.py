@@ -157,14 +157,12 @@ class OnlineUNATrainer(OnlineRolloutTrainer):
         mask = batch["response_mask"]
         reference = batch["ref_logprobs"] if args.una_reference == "ref" else batch["logprobs"]
         ref_logps = (reference * mask).sum(1)  # (B,) summed completion log-probs, no length normalisation
-        context = batch["queries"].size(1)
 
         def micro_batch_loss(mc_inds: torch.Tensor, mb_inds: torch.Tensor) -> torch.Tensor:
             inputs = self._sequence_inputs(batch, mc_inds)
-            logits, _ = model(**inputs)
-            new_logprobs = _gather_response_logprobs(
-                logits[:, context - 1 : -1], batch["responses"][mc_inds], args.temperature
-            )
+            responses = batch["responses"][mc_inds]
+            logits, _ = model(**inputs, logits_to_keep=responses.size(1) + 1)  # response positions only
+            new_logprobs = _gather_response_logprobs(logits[:, :-1], responses, args.temperature)
             policy_logps = (new_logprobs * mask[mc_inds]).sum(1)  # (b,)
             loss, diagnostics = una_loss(
                 policy_logps, ref_logps[mc_inds], targets[mc_inds], beta=args.beta, feedback="score", loss=args.loss

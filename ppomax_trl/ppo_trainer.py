@@ -23,6 +23,7 @@ private `Trainer` hooks it relies on); this module adds the critic, reward shapi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections import defaultdict
@@ -347,8 +348,12 @@ class PPOTrainer(OnlineRolloutTrainer):
         if ptx_inputs is not None:
             # one forward over rollout + ptx rows keeps a single DDP/DeepSpeed forward-backward per micro-batch
             inputs, ptx_labels = _stack_with_ptx(inputs, ptx_inputs, self.processing_class.pad_token_id)
-        logits, values = model(**inputs)
-        rollout_logits = logits[:num_rollout_rows, context - 1 : seq_len - 1]
+            logits, values = model(**inputs)
+            rollout_logits = logits[:num_rollout_rows, context - 1 : seq_len - 1]
+        else:
+            # only the response positions need the LM head: the last T + 1, without the final one
+            logits, values = model(**inputs, logits_to_keep=responses.size(1) + 1)
+            rollout_logits = logits[:, :-1]
         new_logprobs = _gather_response_logprobs(rollout_logits, responses, args.temperature)
         new_values = values[:num_rollout_rows, context - 1 : seq_len - 1].float()
 
@@ -360,9 +365,11 @@ class PPOTrainer(OnlineRolloutTrainer):
             new_values, batch["values"][inds], batch["returns"][inds], mask,
             cliprange_value=args.cliprange_value, num_tokens=mb_num_tokens,
         )  # fmt: skip
-        entropy_loss, per_token_entropy = entropy_bonus_loss(
-            rollout_logits.float() / args.temperature, mask, num_tokens=mb_num_tokens
-        )
+        # the entropy is always logged; it needs a graph only when it is part of the loss
+        with contextlib.nullcontext() if args.entropy_coef > 0 and not is_warmup else torch.no_grad():
+            entropy_loss, per_token_entropy = entropy_bonus_loss(
+                rollout_logits.float() / args.temperature, mask, num_tokens=mb_num_tokens
+            )
         if is_warmup:
             # value loss only; the zero-weighted logits term gives every policy parameter a (zero) gradient, which DDP
             # needs, and the policy's lr is 0, so the policy stays bit-identical

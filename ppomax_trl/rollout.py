@@ -98,6 +98,20 @@ def per_position_scores(model: nn.Module, input_ids: torch.Tensor, attention_mas
     return _score_head(model)(hidden).squeeze(-1)
 
 
+def causal_lm_logits(model: nn.Module, inputs: dict[str, torch.Tensor], logits_to_keep: int = 0) -> torch.Tensor:
+    """Logits of the last `logits_to_keep` positions (all when 0): `(B, k, V)`.
+
+    Rollouts only read the response positions, so skipping the LM head on the prompt saves a large share of the
+    forward on long prompts. Models whose `forward` lacks `logits_to_keep` get full logits, sliced here.
+    """
+    if logits_to_keep <= 0:
+        return model(**inputs).logits
+    try:
+        return model(**inputs, logits_to_keep=logits_to_keep).logits
+    except TypeError:
+        return model(**inputs).logits[:, -logits_to_keep:]
+
+
 class PolicyAndValueWrapper(nn.Module):
     """`self.model` of the trainer: the policy and the critic under one module, one optimizer, one grad-norm clip.
 
@@ -137,10 +151,19 @@ class PolicyAndValueWrapper(nn.Module):
             model.gradient_checkpointing_disable()
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        logits_to_keep: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Policy logits `(B, S, V)` and critic values `(B, S)` (or `None` without a critic) for the same sequences."""
-        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+        """Policy logits `(B, S, V)` (the last `logits_to_keep` positions only, when > 0) and critic values `(B, S)`
+        (or `None` without a critic) for the same sequences."""
+        logits = causal_lm_logits(
+            self.policy,
+            {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids},
+            logits_to_keep,
+        )
         if self.value_model is None:
             return logits, None
         return logits, per_position_scores(self.value_model, input_ids, attention_mask)
@@ -631,12 +654,14 @@ class OnlineRolloutTrainer(Trainer):
             chunk = slice(i, i + self.args.local_rollout_forward_batch_size)
             inputs = self._sequence_inputs(batch, chunk)
             responses = batch["responses"][chunk]
-            # output at position p scores the token at p + 1: response token t is read at context - 1 + t
-            policy_logits = unwrapped.policy(**inputs).logits[:, context - 1 : -1]
+            # output at position p scores the token at p + 1: response token t is read at context - 1 + t, i.e. the
+            # last T + 1 positions without the final one
+            num_kept = responses.size(1) + 1
+            policy_logits = causal_lm_logits(unwrapped.policy, inputs, num_kept)[:, :-1]
             logprobs.append(_gather_response_logprobs(policy_logits, responses, self.args.temperature))
             del policy_logits
             with self._reference_context(unwrapped) as ref_model:
-                ref_logits = ref_model(**inputs).logits[:, context - 1 : -1]
+                ref_logits = causal_lm_logits(ref_model, inputs, num_kept)[:, :-1]
             ref_logprobs.append(_gather_response_logprobs(ref_logits, responses, self.args.temperature))
             del ref_logits
             if unwrapped.value_model is not None:

@@ -513,3 +513,21 @@ def test_critic_warmup_stops_early_below_the_loss_threshold(tmp_path, tokenizer,
     warmup_flags = [e["ppomax/critic_warmup"] for e in trainer.state.log_history if "ppomax/critic_warmup" in e]
     assert warmup_flags == [1.0, 0.0, 0.0]  # the first warm-up loss is below the threshold: PPO starts right after
     assert trainer.critic_warmup_done == 1 and trainer.state.global_step == 3
+
+
+def test_entropy_bonus_flag_adds_the_entropy_gradient(tmp_path, tokenizer, prompt_dataset):
+    from ppomax_trl.tiny import tiny_reward_model
+
+    def run(entropy_coef, folder):
+        args = PPOConfig(**common_args(tmp_path / folder, entropy_coef=entropy_coef, total_episodes=4))
+        trainer = PPOTrainer(args, tokenizer, tiny_causal_lm(tokenizer, seed=0), None,
+                             tiny_reward_model(tokenizer, seed=1), prompt_dataset, tiny_reward_model(tokenizer, seed=2))  # fmt: skip
+        trainer.train()
+        return trainer
+
+    without, with_bonus = run(0.0, "a"), run(1.0, "b")
+    assert changed(params_of(without.model.policy), with_bonus.model.policy)  # the bonus changes the update
+    # the critic's loss does not involve the entropy: same rollout, same critic gradient up to the joint clip factor,
+    # which AdamW's scale invariance removes from the step
+    for name, param in without.model.value_model.named_parameters():
+        torch.testing.assert_close(param, dict(with_bonus.model.value_model.named_parameters())[name])
