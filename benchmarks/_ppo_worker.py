@@ -56,7 +56,7 @@ for _name, _value in {
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-IMPLS = ("trl112", "ppomax_ppo", "ppomax_max")
+IMPLS = ("trl112", "ppomax_ppo", "ppomax_max", "una_online")
 
 # The smollm2 setting's prompts: short review openers, rendered with the chat template.
 REVIEW_PROMPTS = [
@@ -201,6 +201,9 @@ def main() -> None:
         trl_version = trl.__version__
         if args.impl == "ppomax_ppo":
             from ppomax_trl import PPOConfig, PPOTrainer
+        elif args.impl == "una_online":
+            from ppomax_trl import OnlineUNAConfig as PPOConfig
+            from ppomax_trl import OnlineUNATrainer as PPOTrainer
         else:
             from ppomax_trl import PPOMaxConfig as PPOConfig
             from ppomax_trl import PPOMaxTrainer as PPOTrainer
@@ -232,9 +235,15 @@ def main() -> None:
             # 0.9, ...), but no critic warm-up (it would add value-only updates to the timed run) and no ptx.
             kwargs.update(critic_warmup_steps=0, ptx_coef=0.0)
         training_args = PPOConfig(**kwargs)
-        trainer = PPOTrainer(
-            training_args, tokenizer, policy, ref_policy, reward_model, dataset, value_model, callbacks=[timer]
-        )
+        if args.impl == "una_online":
+            del value_model  # critic-free: the value model is never handed over, so it is freed before training
+            trainer = PPOTrainer(
+                training_args, tokenizer, policy, ref_policy, reward_model, dataset, callbacks=[timer]
+            )
+        else:
+            trainer = PPOTrainer(
+                training_args, tokenizer, policy, ref_policy, reward_model, dataset, value_model, callbacks=[timer]
+            )
         train_start = time.perf_counter()
         trainer.train()
         train_seconds = time.perf_counter() - train_start
@@ -269,6 +278,8 @@ def main() -> None:
         result["s_per_update_inner"] = statistics.median(inner)
     if args.impl != "trl112":
         result["ppomax_trl"] = ppomax_trl.__version__
+        raw_scores = [e["ppomax/raw_score_mean"] for e in trainer.state.log_history if "ppomax/raw_score_mean" in e]
+        result["raw_score_first"], result["raw_score_last"] = raw_scores[0], raw_scores[-1]
     print(json.dumps(result), flush=True)
 
 

@@ -45,11 +45,12 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 WORKER = HERE / "_ppo_worker.py"
 TRL112 = "1.12.0"
-IMPLS = ("trl112", "ppomax_ppo", "ppomax_max")
+IMPLS = ("trl112", "ppomax_ppo", "ppomax_max", "una_online")
 LABELS = {
     "trl112": "TRL 1.12 experimental PPOTrainer",
     "ppomax_ppo": "ppomax_trl.PPOTrainer (PPOConfig)",
     "ppomax_max": "ppomax_trl.PPOMaxTrainer (PPOMaxConfig)",
+    "una_online": "ppomax_trl.OnlineUNATrainer (OnlineUNAConfig)",
 }
 # Workload per setting; every value can be overridden on the command line.
 SETTINGS = {
@@ -194,6 +195,8 @@ def summarize(runs: list[dict]) -> dict:
             "peak_rss_mb_reps": [r["peak_rss_mb"] for r in mine],
             "first_update_s": _median([r["first_update_s"] for r in mine]),
             "trl": mine[0]["trl"],
+            "raw_score_first": _median([r.get("raw_score_first") for r in mine]),
+            "raw_score_last": _median([r.get("raw_score_last") for r in mine]),
         }
     ratios = {}
     if "trl112" in summary:
@@ -210,6 +213,12 @@ def summarize(runs: list[dict]) -> dict:
             "time": summary["ppomax_max"]["s_per_update"] / summary["ppomax_ppo"]["s_per_update"],
             "cpu_time": summary["ppomax_max"]["cpu_s_per_update"] / summary["ppomax_ppo"]["cpu_s_per_update"],
             "memory": summary["ppomax_max"]["peak_rss_mb"] / summary["ppomax_ppo"]["peak_rss_mb"],
+        }
+    if "ppomax_max" in summary and "una_online" in summary:
+        ratios["una_online/ppomax_max"] = {
+            "time": summary["una_online"]["s_per_update"] / summary["ppomax_max"]["s_per_update"],
+            "cpu_time": summary["una_online"]["cpu_s_per_update"] / summary["ppomax_max"]["cpu_s_per_update"],
+            "memory": summary["una_online"]["peak_rss_mb"] / summary["ppomax_max"]["peak_rss_mb"],
         }
     return {"summary": summary, "ratios": ratios}
 
@@ -236,6 +245,15 @@ def format_table(report: dict) -> str:
             "",
             (
                 f"PPOMaxTrainer / PPOTrainer: time {r['time']:.2f}x, CPU time {r['cpu_time']:.2f}x, "
+                f"memory {r['memory']:.2f}x"
+            ),
+        ]
+    if "una_online/ppomax_max" in ratios:
+        r = ratios["una_online/ppomax_max"]
+        lines += [
+            "",
+            (
+                f"OnlineUNATrainer / PPOMaxTrainer: time {r['time']:.2f}x, CPU time {r['cpu_time']:.2f}x, "
                 f"memory {r['memory']:.2f}x"
             ),
         ]
