@@ -31,7 +31,7 @@ SCRIPT = REPO_ROOT / "benchmarks" / "ppo_vs_trl112.py"
 
 
 @pytest.mark.slow
-def test_benchmark_smoke_reports_all_three_implementations(tmp_path):
+def test_benchmark_smoke_reports_every_implementation(tmp_path):
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
@@ -45,12 +45,15 @@ def test_benchmark_smoke_reports_all_three_implementations(tmp_path):
     report = json.loads(out.read_text())
     assert report["setting"] == "tiny" and report["workload"]["updates"] == 3
     summary = report["summary"]
-    assert set(summary) == {"trl112", "ppomax_ppo", "ppomax_max"}
+    assert set(summary) == {"trl112", "ppomax_ppo", "ppomax_max", "una_online"}
     assert summary["trl112"]["trl"] == "1.12.0"
     assert summary["ppomax_ppo"]["trl"] != "1.12.0"  # the system TRL, not the venv's
     for impl, row in summary.items():
         for key in ("s_per_update", "peak_rss_mb"):
             assert math.isfinite(row[key]) and row[key] > 0, (impl, key, row[key])
+    assert set(report["ratios"]) == {
+        "ppomax_ppo/trl112", "ppomax_max/trl112", "ppomax_max/ppomax_ppo", "una_online/ppomax_max"
+    }  # fmt: skip
     for name, ratio in report["ratios"].items():
         assert math.isfinite(ratio["time"]) and math.isfinite(ratio["memory"]), name
     assert {run["impl"] for run in report["runs"]} == set(summary)
