@@ -16,6 +16,44 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+
+ACCELERATE_CONFIGS = ("single_gpu", "multi_gpu", "zero2", "zero3")
+
+
+def recipes_dir() -> Path:
+    """`recipes/` of the repository: it is not packaged, so it is found next to the package in a clone/editable install."""
+    path = Path(__file__).resolve().parent.parent / "recipes"
+    if not path.is_dir():
+        raise SystemExit(
+            f"ppomax-trl: no recipes folder at {path}. The recipes ship with the repository, not the wheel: clone it "
+            "and install it in editable mode (`git clone <repo-url> && pip install -e <clone>`), or run "
+            "`accelerate launch <clone>/recipes/ppo_max.py ...` directly."
+        )
+    return path
+
+
+def launch_command(
+    recipe: str, accelerate_config: str | None, num_processes: int | None, args: list[str]
+) -> list[str]:
+    """`accelerate launch [--config_file C] [--num_processes N] recipes/<recipe> <args>` with this interpreter."""
+    recipes = recipes_dir()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate_config is not None:
+        config = recipes / "accelerate_configs" / f"{accelerate_config}.yaml"
+        if accelerate_config not in ACCELERATE_CONFIGS:
+            config = Path(accelerate_config)
+        if not config.is_file():
+            raise SystemExit(
+                f"ppomax-trl: accelerate config {config} not found (names: {', '.join(ACCELERATE_CONFIGS)})."
+            )
+        cmd += ["--config_file", str(config)]
+    if num_processes is not None:
+        cmd += ["--num_processes", str(num_processes)]
+    return [*cmd, str(recipes / recipe), *args]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +63,25 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--output_dir", default=None, help="Where to write the run (default: a temp folder).")
     demo.add_argument("--num_updates", type=int, default=40, help="PPO updates after the critic warm-up.")
     demo.add_argument("--seed", type=int, default=0, help="Random seed.")
-    args = parser.parse_args(argv)
+    ppo = commands.add_parser(
+        "ppo",
+        description="Every flag not listed here goes to the recipe, e.g. `--config recipes/configs/ppo_max_tiny.yaml`.",
+        allow_abbrev=False,  # every flag it does not name exactly belongs to the recipe
+        help="Launch recipes/ppo_max.py through `accelerate launch`; other flags go to the recipe (see its --help).",
+    )
+    ppo.add_argument(
+        "--accelerate_config",
+        default=None,
+        help=f"One of {', '.join(ACCELERATE_CONFIGS)} (recipes/accelerate_configs/NAME.yaml) or a path to a YAML file. "
+        "Default: accelerate's own default config.",
+    )
+    ppo.add_argument("--num_processes", type=int, default=None, help="Overrides the config's num_processes.")
+    args, recipe_args = parser.parse_known_args(argv)
+    if args.command == "ppo":
+        cmd = launch_command("ppo_max.py", args.accelerate_config, args.num_processes, recipe_args)
+        return subprocess.run(cmd, check=False).returncode
+    if recipe_args:
+        parser.error(f"unrecognized arguments: {' '.join(recipe_args)}")
     if args.command == "demo":
         from .demo import run_demo
 

@@ -1,0 +1,148 @@
+# Copyright 2026 The ppomax_trl Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""`recipes/ppo_max.py`, its tiny YAML and the `ppomax-trl ppo` launcher, run end to end on tiny offline models."""
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from ppomax_trl import PPOConfig, PPOMaxConfig
+from ppomax_trl.cli import launch_command
+from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
+
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "ppo_max.py"
+TINY_YAML = REPO / "recipes" / "configs" / "ppo_max_tiny.yaml"
+PROMPTS = ["the movie was", "i loved", "what a", "the food", "a good cast", "the film"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TRL_EXPERIMENTAL_SILENCE": "1"}
+
+
+def _load_recipe():
+    spec = importlib.util.spec_from_file_location("ppo_max_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    """Tiny policy and reward model folders (tokenizer included) and a folder with `train.jsonl` prompts."""
+    root = tmp_path_factory.mktemp("assets")
+    tokenizer = build_tiny_tokenizer()
+    for name, model in (
+        ("policy", tiny_causal_lm(tokenizer, seed=0)),
+        ("reward", tiny_reward_model(tokenizer, seed=1)),
+    ):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    (root / "data").mkdir()
+    (root / "data" / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    return {"policy": root / "policy", "reward": root / "reward", "data": root / "data"}
+
+
+def _recipe_args(assets, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(TINY_YAML),
+        "--model_name_or_path", str(assets["policy"]),
+        "--reward_model_path", str(assets["reward"]),
+        "--dataset_name", str(assets["data"]),
+        "--output_dir", str(output_dir),
+        *extra,
+    ]  # fmt: skip
+
+
+def _run(cmd: list[str], output_dir: Path) -> None:
+    result = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, f"`{' '.join(cmd)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert (output_dir / "model.safetensors").is_file(), sorted(os.listdir(output_dir))
+
+
+def _check_saved_policy(output_dir: Path, expected_episodes: int) -> None:
+    policy = AutoModelForCausalLM.from_pretrained(output_dir)
+    assert policy.config.model_type == "qwen2"
+    logs = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert logs[0]["episode"] == expected_episodes  # 2 prompts per process per step
+    assert "train_loss" in json.loads((output_dir / "train_results.json").read_text())
+
+
+def test_tiny_yaml_parses_and_cli_flags_override():
+    recipe = _load_recipe()
+    script_args, training_args, model_args = recipe.parse_args(["--config", str(TINY_YAML), "--max_steps", "3"])
+    assert type(training_args) is PPOMaxConfig and script_args.trainer == "ppo_max"
+    assert training_args.max_steps == 3 and training_args.response_length == 4 and training_args.use_cpu
+    assert model_args.model_name_or_path == "path/to/tiny_policy"
+    # `--trainer ppo` parses a plain PPOConfig: its defaults, not PPO-max's, for the fields the YAML leaves unset
+    script_args, training_args, _ = recipe.parse_args(["--config", str(TINY_YAML), "--trainer", "ppo"])
+    assert type(training_args) is PPOConfig and script_args.trainer == "ppo"
+    assert training_args.reward_normalization == PPOConfig.reward_normalization != PPOMaxConfig.reward_normalization
+    assert training_args.critic_warmup_steps == 1  # set in the YAML
+
+
+def test_recipe_with_reward_functions_only(tmp_path, assets):
+    recipe = _load_recipe()
+    args = _recipe_args(assets, tmp_path, "--trainer", "ppo", "--reward_model_path", "none")
+    args += ["--reward_funcs", "ppomax_trl.demo:letter_o_reward"]
+    recipe.main(*recipe.parse_args(args))
+    _check_saved_policy(tmp_path, expected_episodes=2)
+    with pytest.raises(ValueError, match="module:function"):
+        recipe.import_function("ppomax_trl.demo.letter_o_reward")
+
+
+def test_recipe_single_process(tmp_path, assets):
+    _run([sys.executable, str(RECIPE), *_recipe_args(assets, tmp_path)], tmp_path)
+    _check_saved_policy(tmp_path, expected_episodes=2)
+    assert (tmp_path / "value_model" / "model.safetensors").is_file()
+
+
+def test_console_entry_point_launches_recipe(tmp_path, assets):
+    exe = shutil.which("ppomax-trl")
+    assert exe is not None, "pip install -e . should install the `ppomax-trl` console script"
+    _run([exe, "ppo", "--accelerate_config", "single_gpu", *_recipe_args(assets, tmp_path)], tmp_path)
+    _check_saved_policy(tmp_path, expected_episodes=2)
+
+
+def test_launch_command_resolves_configs():
+    cmd = launch_command("ppo_max.py", "zero3", 4, ["--config", "x.yaml"])
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert cmd[3:7] == ["--config_file", str(REPO / "recipes/accelerate_configs/zero3.yaml"), "--num_processes", "4"]
+    assert cmd[7:] == [str(RECIPE), "--config", "x.yaml"]
+    ci_config = str(REPO / "recipes/accelerate_configs/ci/ddp.yaml")
+    assert launch_command("ppo_max.py", ci_config, None, [])[3:5] == ["--config_file", ci_config]
+    with pytest.raises(SystemExit, match="not found"):
+        launch_command("ppo_max.py", "no_such_config", None, [])
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("accelerate_config", ["ddp", "zero2"])
+def test_recipe_two_processes(tmp_path, assets, accelerate_config):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / f"recipes/accelerate_configs/ci/{accelerate_config}.yaml"),
+        "--num_processes", "2", "--main_process_port", str(port),
+        str(RECIPE), *_recipe_args(assets, tmp_path),
+    ]  # fmt: skip
+    _run(cmd, tmp_path)
+    _check_saved_policy(tmp_path, expected_episodes=4)
