@@ -491,6 +491,8 @@ class OnlineRolloutTrainer(Trainer):
             self.state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, "trainer_state.json"))
             self._load_callback_state()
             self._load_ppomax_state(resume_from_checkpoint)
+            if self.critic_warmup_finished:  # the warm-up may have ended early (loss threshold)
+                max_steps = self.critic_warmup_done + num_updates
         num_train_epochs = max(1, math.ceil(args.total_episodes / len(self.train_dataset)))
         self.state.init_training_references(self, max_steps, num_train_epochs, trial)
         self.state.max_steps = max_steps

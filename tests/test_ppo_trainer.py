@@ -531,3 +531,18 @@ def test_entropy_bonus_flag_adds_the_entropy_gradient(tmp_path, tokenizer, promp
     # which AdamW's scale invariance removes from the step
     for name, param in without.model.value_model.named_parameters():
         torch.testing.assert_close(param, dict(with_bonus.model.value_model.named_parameters())[name])
+
+
+def test_resume_after_an_early_warmup_end_keeps_the_update_count(tmp_path, tokenizer, models, prompt_dataset):
+    policy, reward_model, _ = models
+    overrides = dict(critic_warmup_steps=50, critic_warmup_loss_threshold=1e9, total_episodes=12)
+    first = PPOMaxTrainer(
+        PPOMaxConfig(**common_args(tmp_path / "a", save_strategy="steps", save_steps=2, **overrides)),
+        tokenizer, copy.deepcopy(policy), None, reward_model, prompt_dataset, None,
+    )  # fmt: skip
+    first.train()
+    assert first.state.global_step == 4  # 1 warm-up step (threshold reached at once) + 3 updates
+    resumed = PPOMaxTrainer(PPOMaxConfig(**common_args(tmp_path / "b", **overrides)), tokenizer,
+                            copy.deepcopy(policy), None, reward_model, prompt_dataset, None)  # fmt: skip
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "out" / "checkpoint-2"))
+    assert resumed.state.global_step == 4 and resumed.critic_warmup_done == 1
