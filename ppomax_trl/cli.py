@@ -22,6 +22,13 @@ from pathlib import Path
 
 
 ACCELERATE_CONFIGS = ("single_gpu", "multi_gpu", "zero2", "zero3")
+# subcommand -> (recipe file, help)
+RECIPES = {
+    "ppo": ("ppo_max.py", "PPO-max or plain PPO"),
+    "reward": ("reward_rank.py", "rank-list reward-model training, InstructGPT K-wise loss"),
+    "una": ("una.py", "offline UNA on pairwise, binary and score feedback"),
+    "una-online": ("una_online.py", "online UNA, critic-free RLHF by regression"),
+}
 
 
 def recipes_dir() -> Path:
@@ -63,22 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--output_dir", default=None, help="Where to write the run (default: a temp folder).")
     demo.add_argument("--num_updates", type=int, default=40, help="PPO updates after the critic warm-up.")
     demo.add_argument("--seed", type=int, default=0, help="Random seed.")
-    ppo = commands.add_parser(
-        "ppo",
-        description="Every flag not listed here goes to the recipe, e.g. `--config recipes/configs/ppo_max_tiny.yaml`.",
-        allow_abbrev=False,  # every flag it does not name exactly belongs to the recipe
-        help="Launch recipes/ppo_max.py through `accelerate launch`; other flags go to the recipe (see its --help).",
-    )
-    ppo.add_argument(
-        "--accelerate_config",
-        default=None,
-        help=f"One of {', '.join(ACCELERATE_CONFIGS)} (recipes/accelerate_configs/NAME.yaml) or a path to a YAML file. "
-        "Default: accelerate's own default config.",
-    )
-    ppo.add_argument("--num_processes", type=int, default=None, help="Overrides the config's num_processes.")
+    for command, (recipe, what) in RECIPES.items():
+        launcher = commands.add_parser(
+            command,
+            description=f"Launch recipes/{recipe} ({what}) through `accelerate launch`. Every flag not listed here goes "
+            f"to the recipe, e.g. `--config recipes/configs/{recipe.removesuffix('.py')}_tiny.yaml`.",
+            allow_abbrev=False,  # every flag it does not name exactly belongs to the recipe
+            help=f"Launch recipes/{recipe} ({what}) through `accelerate launch`; other flags go to the recipe (see its "
+            "--help).",
+        )
+        launcher.add_argument(
+            "--accelerate_config",
+            default=None,
+            help=f"One of {', '.join(ACCELERATE_CONFIGS)} (recipes/accelerate_configs/NAME.yaml) or a path to a YAML "
+            "file. Default: accelerate's own default config.",
+        )
+        launcher.add_argument("--num_processes", type=int, default=None, help="Overrides the config's num_processes.")
     args, recipe_args = parser.parse_known_args(argv)
-    if args.command == "ppo":
-        cmd = launch_command("ppo_max.py", args.accelerate_config, args.num_processes, recipe_args)
+    if args.command in RECIPES:
+        cmd = launch_command(RECIPES[args.command][0], args.accelerate_config, args.num_processes, recipe_args)
         return subprocess.run(cmd, check=False).returncode
     if recipe_args:
         parser.error(f"unrecognized arguments: {' '.join(recipe_args)}")
