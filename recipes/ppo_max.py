@@ -51,6 +51,7 @@ folder/file that `datasets.load_dataset` reads.
 """
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -93,6 +94,8 @@ def import_function(path: str):
 
 
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: ModelConfig) -> None:
+    if os.environ.get("WANDB_SWEEP_ID"):  # one output folder per sweep trial (house style §3.5)
+        training_args.output_dir = f"{training_args.output_dir}-{os.environ['WANDB_RUN_ID']}"
     model_kwargs = dict(revision=model_args.model_revision, dtype=model_args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:

@@ -49,6 +49,7 @@ pairs; `--dataset_name` is a Hub name or a local folder/file that `datasets.load
 critic from it: the InstructGPT chain SFT -> ranked-list reward model -> PPO-max.
 """
 
+import os
 import sys
 
 from datasets import load_dataset
@@ -59,6 +60,8 @@ from ppomax_trl import RankListRewardConfig, RankListRewardTrainer
 
 
 def main(script_args: ScriptArguments, training_args: RankListRewardConfig, model_args: ModelConfig) -> None:
+    if os.environ.get("WANDB_SWEEP_ID"):  # one output folder per sweep trial (house style §3.5)
+        training_args.output_dir = f"{training_args.output_dir}-{os.environ['WANDB_RUN_ID']}"
     model_kwargs = dict(revision=model_args.model_revision, dtype=model_args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:

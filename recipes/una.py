@@ -47,6 +47,7 @@ scored rows (`prompt`/`completion`/`score`); `--dataset_name` is a Hub name or a
 (the adapter-free base with PEFT).
 """
 
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -67,6 +68,8 @@ class UNAScriptArguments(ScriptArguments):
 
 
 def main(script_args: UNAScriptArguments, training_args: UNAConfig, model_args: ModelConfig) -> None:
+    if os.environ.get("WANDB_SWEEP_ID"):  # one output folder per sweep trial (house style §3.5)
+        training_args.output_dir = f"{training_args.output_dir}-{os.environ['WANDB_RUN_ID']}"
     model_kwargs = dict(revision=model_args.model_revision, dtype=model_args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:

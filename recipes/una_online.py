@@ -48,6 +48,7 @@ conversational); `--dataset_name` is a Hub name or a local folder/file that `dat
 """
 
 import importlib
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -82,6 +83,8 @@ def import_function(path: str):
 
 
 def main(script_args: OnlineUNAScriptArguments, training_args: OnlineUNAConfig, model_args: ModelConfig) -> None:
+    if os.environ.get("WANDB_SWEEP_ID"):  # one output folder per sweep trial (house style §3.5)
+        training_args.output_dir = f"{training_args.output_dir}-{os.environ['WANDB_RUN_ID']}"
     model_kwargs = dict(revision=model_args.model_revision, dtype=model_args.dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     if tokenizer.pad_token is None:

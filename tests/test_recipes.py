@@ -146,3 +146,13 @@ def test_recipe_two_processes(tmp_path, assets, accelerate_config):
     ]  # fmt: skip
     _run(cmd, tmp_path)
     _check_saved_policy(tmp_path, expected_episodes=4)
+
+
+def test_sweep_trials_get_their_own_output_dir(tmp_path, assets, monkeypatch):
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
+    monkeypatch.setenv("WANDB_RUN_ID", "trial7")
+    recipe = _load_recipe()
+    args = _recipe_args(assets, tmp_path / "out", "--trainer", "ppo", "--reward_model_path", "none")
+    recipe.main(*recipe.parse_args([*args, "--reward_funcs", "ppomax_trl.demo:letter_o_reward"]))
+    assert not (tmp_path / "out").exists()
+    _check_saved_policy(tmp_path / "out-trial7", expected_episodes=2)
