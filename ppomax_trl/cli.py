@@ -63,6 +63,16 @@ def launch_command(
     return [*cmd, str(recipes / recipe), *args]
 
 
+def import_function(path: str):
+    """`package.module:function` -> the function (how recipes and the CLI name reward functions)."""
+    import importlib
+
+    module_name, _, name = path.partition(":")
+    if not module_name or not name:
+        raise ValueError(f"Reward functions are given as `module:function`, got {path!r}.")
+    return getattr(importlib.import_module(module_name), name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ppomax-trl", description="PPO and PPO-max on current TRL.")
     commands = parser.add_subparsers(dest="command", required=True)

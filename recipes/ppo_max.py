@@ -50,7 +50,6 @@ new value head. The dataset needs a prompt column (text or conversational); `--d
 folder/file that `datasets.load_dataset` reads.
 """
 
-import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
+from ppomax_trl.cli import import_function
 
 
 @dataclass
@@ -83,14 +83,6 @@ class PPOScriptArguments(ScriptArguments):
         metadata={"help": "Critic checkpoint (a 1-label sequence classifier). Default: built from the reward model."},
     )
     prompt_column: str = field(default="prompt", metadata={"help": "Dataset column holding the prompts."})
-
-
-def import_function(path: str):
-    """`package.module:function` -> the function."""
-    module_name, _, name = path.partition(":")
-    if not module_name or not name:
-        raise ValueError(f"Reward functions are given as `module:function`, got {path!r}.")
-    return getattr(importlib.import_module(module_name), name)
 
 
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: ModelConfig) -> None:

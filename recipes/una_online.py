@@ -47,7 +47,6 @@ Trains an `OnlineUNATrainer` with an `OnlineUNAConfig` (rollout flags as in `rec
 conversational); `--dataset_name` is a Hub name or a local folder/file that `datasets.load_dataset` reads.
 """
 
-import importlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import OnlineUNAConfig, OnlineUNATrainer
+from ppomax_trl.cli import import_function
 
 
 @dataclass
@@ -72,14 +72,6 @@ class OnlineUNAScriptArguments(ScriptArguments):
         metadata={"help": "Reward functions as `module:function` import paths, added to the reward model's score."},
     )
     prompt_column: str = field(default="prompt", metadata={"help": "Dataset column holding the prompts."})
-
-
-def import_function(path: str):
-    """`package.module:function` -> the function."""
-    module_name, _, name = path.partition(":")
-    if not module_name or not name:
-        raise ValueError(f"Reward functions are given as `module:function`, got {path!r}.")
-    return getattr(importlib.import_module(module_name), name)
 
 
 def main(script_args: OnlineUNAScriptArguments, training_args: OnlineUNAConfig, model_args: ModelConfig) -> None:

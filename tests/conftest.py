@@ -14,6 +14,7 @@
 """Shared offline fixtures: one tokenizer per session, tiny Qwen2 models built from configs (never downloaded)."""
 
 import os
+from pathlib import Path
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,3 +71,16 @@ def common_args(tmp_path, **overrides):
     )
     kwargs.update(overrides)
     return kwargs
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory, tokenizer) -> dict[str, Path]:
+    """Saved tiny policy and reward model folders (tokenizer included), for recipes that load from paths."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    for name, model in (
+        ("policy", tiny_causal_lm(tokenizer, seed=0)),
+        ("reward", tiny_reward_model(tokenizer, seed=1)),
+    ):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    return {"policy": root / "policy", "reward": root / "reward"}

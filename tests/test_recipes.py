@@ -27,7 +27,6 @@ from transformers import AutoModelForCausalLM
 
 from ppomax_trl import PPOConfig, PPOMaxConfig
 from ppomax_trl.cli import launch_command
-from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,19 +44,12 @@ def _load_recipe():
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> dict[str, Path]:
+def assets(tmp_path_factory, tiny_model_dirs) -> dict[str, Path]:
     """Tiny policy and reward model folders (tokenizer included) and a folder with `train.jsonl` prompts."""
     root = tmp_path_factory.mktemp("assets")
-    tokenizer = build_tiny_tokenizer()
-    for name, model in (
-        ("policy", tiny_causal_lm(tokenizer, seed=0)),
-        ("reward", tiny_reward_model(tokenizer, seed=1)),
-    ):
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
     (root / "data").mkdir()
     (root / "data" / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
-    return {"policy": root / "policy", "reward": root / "reward", "data": root / "data"}
+    return {**tiny_model_dirs, "data": root / "data"}
 
 
 def _recipe_args(assets, output_dir: Path, *extra: str) -> list[str]:

@@ -27,7 +27,6 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from ppomax_trl import OnlineUNAConfig, RankListRewardConfig, UNAConfig
-from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,16 +50,9 @@ def _write_jsonl(folder: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> dict[str, Path]:
+def assets(tmp_path_factory, tiny_model_dirs) -> dict[str, Path]:
     """Tiny policy and reward model folders (tokenizer included) and one data folder per recipe."""
     root = tmp_path_factory.mktemp("assets")
-    tokenizer = build_tiny_tokenizer()
-    for name, model in (
-        ("policy", tiny_causal_lm(tokenizer, seed=0)),
-        ("reward", tiny_reward_model(tokenizer, seed=1)),
-    ):
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
     ranked = [{"prompt": p, "completions": [" great and wonderful", " fine", " bad and sad"]} for p in PROMPTS[:3]]
     ranked += [
         {"prompt": p, "completions": [" awful", " lovely", " ok"], "scores": [0.0, 2.0, 1.0]} for p in PROMPTS[3:]
@@ -74,8 +66,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
         {"prompt": PROMPTS[5], "completion": " was awful", "score": 0.1},
     ]
     return {
-        "policy": root / "policy",
-        "reward": root / "reward",
+        **tiny_model_dirs,
         "prompts": _write_jsonl(root / "prompts", [{"prompt": p} for p in PROMPTS]),
         "ranked": _write_jsonl(root / "ranked", ranked),
         "feedback": _write_jsonl(root / "feedback", feedback),

@@ -31,8 +31,6 @@ with warnings.catch_warnings():  # sweeps 0.3.0 still spells a pydantic v1 confi
     warnings.simplefilter("ignore", UserWarning)
     import sweeps
 
-from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
-
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "recipes" / "sweeps").glob("*.yaml"))
@@ -116,26 +114,19 @@ def test_sweep_parameters_are_recipe_flags(path):
                 assert str(field) in (str(value), f"IntervalStrategy.{str(value).upper()}"), name
 
 
-def test_ppo_max_trial_logs_to_wandb_offline(tmp_path):
+def test_ppo_max_trial_logs_to_wandb_offline(tmp_path, tiny_model_dirs):
     config = sweeps.SweepConfig(_load(REPO / "recipes" / "sweeps" / "ppo_max.yaml"))
     proposal = sweeps.next_run(config, [], validate=True).config
     proposal["critic_warmup_steps"] = {"value": 1}  # keep one PPO update in the two tiny steps
 
-    tokenizer = build_tiny_tokenizer()
-    for name, model in (
-        ("policy", tiny_causal_lm(tokenizer, seed=0)),
-        ("reward", tiny_reward_model(tokenizer, seed=1)),
-    ):
-        model.save_pretrained(tmp_path / name)
-        tokenizer.save_pretrained(tmp_path / name)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
 
     cmd = [
         sys.executable, str(REPO / config["program"]),
         "--config", str(REPO / _base_config(config)),
-        "--model_name_or_path", str(tmp_path / "policy"),
-        "--reward_model_path", str(tmp_path / "reward"),
+        "--model_name_or_path", str(tiny_model_dirs["policy"]),
+        "--reward_model_path", str(tiny_model_dirs["reward"]),
         "--dataset_name", str(tmp_path / "data"),
         "--output_dir", str(tmp_path / "out"),
         *_as_flags(proposal),
