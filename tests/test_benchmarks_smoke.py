@@ -59,3 +59,45 @@ def test_benchmark_smoke_reports_every_implementation(tmp_path):
     assert {run["impl"] for run in report["runs"]} == set(summary)
     for run in report["runs"]:
         assert run["timed_updates"] == 2 and len(run["s_per_update_all"]) == 2
+
+
+STABILITY = REPO_ROOT / "benchmarks" / "stability.py"
+
+
+@pytest.mark.slow
+def test_stability_benchmark_smoke_runs_every_setting_and_reports(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(STABILITY), "smoke", "--out", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    expected = {"default": {"vanilla", "ppo_max"}, "default_vader": {"vanilla", "ppo_max"},
+                "aggressive": {"vanilla", "ppo_max", "ppo_max_no_kl", "ppo_max_no_reward_norm", "ppo_max_no_warmup"}}  # fmt: skip
+    for setting, runs in expected.items():
+        records = {path.stem: json.loads(path.read_text()) for path in (tmp_path / setting).glob("*.json")}
+        assert set(records) == runs
+        for name, record in records.items():
+            assert [e["update"] for e in record["evals"]] == [0, 1, 2], name
+            assert record["trainer"] == ("PPOTrainer" if name == "vanilla" else "PPOMaxTrainer")
+            for key in ("reward", "vader", "kl_seq", "kl_token", "distinct_2", "ppl_policy", "ppl_ref"):
+                assert all(math.isfinite(e[key]) for e in record["evals"]), (name, key)
+            assert record["evals"][0]["kl_seq"] == pytest.approx(0.0, abs=1e-5)  # untrained policy == reference
+            assert len(record["train"]) >= 2
+        assert {r["reward"] for r in records.values()} == {"vader" if setting.endswith("_vader") else "rm"}
+        assert records["vanilla"]["config"]["kl_coef"] == (0.0 if setting == "aggressive" else 0.05)
+        assert records["ppo_max"]["config"]["kl_coef"] == 0.05
+        assert (tmp_path / f"{setting}.png").read_bytes()[:4] == b"\x89PNG"
+        table = (tmp_path / f"{setting}.md").read_text()
+        assert all(f"| {run} |" in table for run in runs)
+    ablations = {
+        path.stem: json.loads(path.read_text())["config"] for path in (tmp_path / "aggressive").glob("*.json")
+    }
+    assert ablations["ppo_max_no_kl"]["kl_coef"] == 0.0
+    assert ablations["ppo_max_no_reward_norm"]["reward_normalization"] == "none"
+    assert ablations["ppo_max_no_reward_norm"]["use_reward_clip"] is False
+    assert ablations["ppo_max_no_warmup"]["critic_warmup_steps"] == 0
+    assert ablations["ppo_max"]["critic_warmup_steps"] == 1  # tiny smoke: one warm-up rollout

