@@ -965,8 +965,13 @@ class OnlineRolloutTrainer(Trainer):
 
                 if wandb.run is not None:
                     columns = ["query", "model response", "score"]
+                    # the step explicitly: `WandbCallback` plots every key against `train/global_step`, and wandb would
+                    # otherwise fill in the last *logged* step (behind when `logging_steps > 1`)
                     wandb.log(
-                        {"completions": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in table])}
+                        {
+                            "completions": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in table]),
+                            "train/global_step": self.state.global_step,
+                        }
                     )
         return table
 

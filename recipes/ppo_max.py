@@ -22,22 +22,24 @@
 """
 PPO-max (or plain PPO) on a prompt dataset, the TRL script way.
 
-Single process (CPU or one GPU):
+Tiny smoke run on CPU (`recipes/configs/ppo_max_tiny.yaml`; its model and data paths are placeholders to override):
 
 ```
 python recipes/ppo_max.py --config recipes/configs/ppo_max_tiny.yaml \
     --model_name_or_path path/to/sft_model --reward_model_path path/to/reward_model --dataset_name path/to/prompts
 ```
 
-Multi-process through accelerate (pick any file in `recipes/accelerate_configs/`; `--num_processes` overrides it):
+Full-size run on GPUs (`recipes/configs/ppo_max.yaml`: PPO-max paper defaults on a 1.5B SFT model; any file in
+`recipes/accelerate_configs/` works, and `--num_processes` overrides its process count):
 
 ```
-accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/ppo_max.py \
-    --config recipes/configs/ppo_max_tiny.yaml --model_name_or_path path/to/sft_model \
-    --reward_model_path path/to/reward_model --dataset_name path/to/prompts
+accelerate launch --config_file recipes/accelerate_configs/single_gpu.yaml recipes/ppo_max.py \
+    --config recipes/configs/ppo_max.yaml  # 1 GPU
+accelerate launch --config_file recipes/accelerate_configs/zero3.yaml --num_processes 8 recipes/ppo_max.py \
+    --config recipes/configs/ppo_max.yaml  # 8 GPUs, ZeRO-3
 ```
 
-or equivalently `ppomax-trl ppo --accelerate_config multi_gpu <the same recipe flags>`.
+or equivalently `ppomax-trl ppo --accelerate_config zero3 --num_processes 8 --config recipes/configs/ppo_max.yaml`.
 
 `--trainer ppo_max` (default) parses a `PPOMaxConfig` and trains a `PPOMaxTrainer`: every PPO-max piece on by default.
 `--trainer ppo` parses a `PPOConfig` (plain PPO defaults, the `trl.experimental.ppo` semantics) and trains a
@@ -50,16 +52,21 @@ new value head. The dataset needs a prompt column (text or conversational); `--d
 folder/file that `datasets.load_dataset` reads.
 """
 
-import os
 import sys
 from dataclasses import dataclass, field
 
-from datasets import load_dataset
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
-from ppomax_trl.cli import import_function
+from ppomax_trl.recipe_utils import (
+    load_rewards,
+    load_splits,
+    load_tokenizer,
+    model_kwargs,
+    train_and_save,
+    use_trial_output_dir,
+)
 
 
 @dataclass
@@ -86,34 +93,17 @@ class PPOScriptArguments(ScriptArguments):
 
 
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: ModelConfig) -> None:
-    if os.environ.get("WANDB_SWEEP_ID"):  # one output folder per sweep trial (house style §3.5)
-        training_args.output_dir = f"{training_args.output_dir}-{os.environ['WANDB_RUN_ID']}"
-    model_kwargs = dict(revision=model_args.model_revision, dtype=model_args.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **model_kwargs)
-
-    reward_model = None
-    if training_args.reward_model_path and training_args.reward_model_path.lower() != "none":
-        reward_model = AutoModelForSequenceClassification.from_pretrained(
-            training_args.reward_model_path, num_labels=1, **model_kwargs
-        )
+    use_trial_output_dir(training_args)
+    kwargs = model_kwargs(model_args)
+    tokenizer = load_tokenizer(model_args)
+    policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    reward_model, reward_funcs = load_rewards(training_args.reward_model_path, script_args.reward_funcs, **kwargs)
     value_model = None
     if script_args.value_model_path:
         value_model = AutoModelForSequenceClassification.from_pretrained(
-            script_args.value_model_path, num_labels=1, **model_kwargs
+            script_args.value_model_path, num_labels=1, **kwargs
         )
-    reward_funcs = [import_function(path) for path in script_args.reward_funcs or []] or None
-    if reward_model is None and reward_funcs is None:
-        raise ValueError("Give a reward: `--reward_model_path` and/or `--reward_funcs module:function`.")
-
-    dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
-    if script_args.prompt_column != "prompt":
-        dataset = dataset.rename_column(script_args.prompt_column, "prompt")
-    eval_dataset = None
-    if training_args.eval_strategy != "no":
-        eval_dataset = dataset[script_args.dataset_test_split]
+    train_dataset, eval_dataset = load_splits(script_args, training_args, script_args.prompt_column)
 
     trainer_cls = PPOMaxTrainer if script_args.trainer == "ppo_max" else PPOTrainer
     trainer = trainer_cls(
@@ -122,23 +112,13 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         policy,
         None,  # reference policy: a frozen copy of the policy (or the adapter-free base with PEFT)
         reward_model,
-        dataset[script_args.dataset_train_split],
+        train_dataset,
         value_model,
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
         reward_funcs=reward_funcs,
     )
-    train_result = trainer.train()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-    trainer.save_model(training_args.output_dir)
-    if eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
+    train_and_save(trainer)
 
 
 def parse_args(args: list[str] | None = None) -> tuple[PPOScriptArguments, PPOConfig, ModelConfig]:

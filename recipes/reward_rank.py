@@ -23,22 +23,25 @@
 """
 Rank-list (K-wise, InstructGPT) reward-model training on a dataset of ranked lists, the TRL script way.
 
-Single process (CPU or one GPU):
+Tiny smoke run on CPU (`recipes/configs/reward_rank_tiny.yaml`; its model and data paths are placeholders to override):
 
 ```
 python recipes/reward_rank.py --config recipes/configs/reward_rank_tiny.yaml \
     --model_name_or_path path/to/sft_model --dataset_name path/to/ranked_lists --output_dir path/to/reward_model
 ```
 
-Multi-process through accelerate (pick any file in `recipes/accelerate_configs/`; `--num_processes` overrides it):
+Full-size run on GPUs (`recipes/configs/reward_rank.yaml`: a reward model on the 1.5B SFT model; any file in
+`recipes/accelerate_configs/` works, and `--num_processes` overrides its process count):
 
 ```
-accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/reward_rank.py \
-    --config recipes/configs/reward_rank_tiny.yaml --model_name_or_path path/to/sft_model \
-    --dataset_name path/to/ranked_lists --output_dir path/to/reward_model
+accelerate launch --config_file recipes/accelerate_configs/single_gpu.yaml recipes/reward_rank.py \
+    --config recipes/configs/reward_rank.yaml  # 1 GPU
+accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml --num_processes 8 recipes/reward_rank.py \
+    --config recipes/configs/reward_rank.yaml  # 8 GPUs, DDP
 ```
 
-or equivalently `ppomax-trl reward --accelerate_config multi_gpu <the same recipe flags>`.
+or equivalently
+`ppomax-trl reward --accelerate_config multi_gpu --num_processes 8 --config recipes/configs/reward_rank.yaml`.
 
 Trains a `RankListRewardTrainer` with a `RankListRewardConfig` (every `trl.RewardConfig` flag plus `--loss_type`,
 `--ties`, `--margin_scale`, `--listnet_temperature`). The model is
@@ -49,53 +52,34 @@ pairs; `--dataset_name` is a Hub name or a local folder/file that `datasets.load
 critic from it: the InstructGPT chain SFT -> ranked-list reward model -> PPO-max.
 """
 
-import os
 import sys
 
-from datasets import load_dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import RankListRewardConfig, RankListRewardTrainer
+from ppomax_trl.recipe_utils import load_splits, load_tokenizer, model_kwargs, train_and_save, use_trial_output_dir
 
 
 def main(script_args: ScriptArguments, training_args: RankListRewardConfig, model_args: ModelConfig) -> None:
-    if os.environ.get("WANDB_SWEEP_ID"):  # one output folder per sweep trial (house style §3.5)
-        training_args.output_dir = f"{training_args.output_dir}-{os.environ['WANDB_RUN_ID']}"
-    model_kwargs = dict(revision=model_args.model_revision, dtype=model_args.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    use_trial_output_dir(training_args)
+    tokenizer = load_tokenizer(model_args)
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path, num_labels=1, **model_kwargs
+        model_args.model_name_or_path, num_labels=1, **model_kwargs(model_args)
     )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last token through it
-
-    dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
-    eval_dataset = None
-    if training_args.eval_strategy != "no":
-        eval_dataset = dataset[script_args.dataset_test_split]
+    train_dataset, eval_dataset = load_splits(script_args, training_args)
 
     trainer = RankListRewardTrainer(
         model=model,
         args=training_args,
-        train_dataset=dataset[script_args.dataset_train_split],
+        train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    train_result = trainer.train()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-    trainer.save_model(training_args.output_dir)
-    if eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
+    train_and_save(trainer)
 
 
 def parse_args(args: list[str] | None = None) -> tuple[ScriptArguments, RankListRewardConfig, ModelConfig]:

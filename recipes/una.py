@@ -23,22 +23,24 @@
 """
 Offline UNA (pairwise, binary and score feedback) on a local or Hub dataset, the TRL script way.
 
-Single process (CPU or one GPU):
+Tiny smoke run on CPU (`recipes/configs/una_tiny.yaml`; its model and data paths are placeholders to override):
 
 ```
 python recipes/una.py --config recipes/configs/una_tiny.yaml \
     --model_name_or_path path/to/sft_model --dataset_name path/to/feedback --output_dir path/to/una_model
 ```
 
-Multi-process through accelerate (pick any file in `recipes/accelerate_configs/`; `--num_processes` overrides it):
+Full-size run on GPUs (`recipes/configs/una.yaml`: UNA on a 1.5B SFT model; any file in `recipes/accelerate_configs/`
+works, and `--num_processes` overrides its process count):
 
 ```
-accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/una.py \
-    --config recipes/configs/una_tiny.yaml --model_name_or_path path/to/sft_model \
-    --dataset_name path/to/feedback --output_dir path/to/una_model
+accelerate launch --config_file recipes/accelerate_configs/single_gpu.yaml recipes/una.py \
+    --config recipes/configs/una.yaml  # 1 GPU
+accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml --num_processes 8 recipes/una.py \
+    --config recipes/configs/una.yaml  # 8 GPUs, DDP
 ```
 
-or equivalently `ppomax-trl una --accelerate_config multi_gpu <the same recipe flags>`.
+or equivalently `ppomax-trl una --accelerate_config multi_gpu --num_processes 8 --config recipes/configs/una.yaml`.
 
 Trains a `UNATrainer` with a `UNAConfig` (`--beta`, `--binary_loss`, `--score_loss`, `--score_normalizer`, ...). The
 rows may mix TRL's preference rows (`prompt`/`chosen`/`rejected`), unpaired rows (`prompt`/`completion`/`label`) and
@@ -47,15 +49,14 @@ scored rows (`prompt`/`completion`/`score`); `--dataset_name` is a Hub name or a
 (the adapter-free base with PEFT).
 """
 
-import os
 import sys
 from dataclasses import dataclass, field
 
-from datasets import load_dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import UNAConfig, UNATrainer
+from ppomax_trl.recipe_utils import load_splits, load_tokenizer, model_kwargs, train_and_save, use_trial_output_dir
 
 
 @dataclass
@@ -68,42 +69,25 @@ class UNAScriptArguments(ScriptArguments):
 
 
 def main(script_args: UNAScriptArguments, training_args: UNAConfig, model_args: ModelConfig) -> None:
-    if os.environ.get("WANDB_SWEEP_ID"):  # one output folder per sweep trial (house style §3.5)
-        training_args.output_dir = f"{training_args.output_dir}-{os.environ['WANDB_RUN_ID']}"
-    model_kwargs = dict(revision=model_args.model_revision, dtype=model_args.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+    use_trial_output_dir(training_args)
+    kwargs = model_kwargs(model_args)
+    tokenizer = load_tokenizer(model_args)
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
     ref_model = None
     if script_args.ref_model_path:
-        ref_model = AutoModelForCausalLM.from_pretrained(script_args.ref_model_path, **model_kwargs)
-
-    dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
-    eval_dataset = None
-    if training_args.eval_strategy != "no":
-        eval_dataset = dataset[script_args.dataset_test_split]
+        ref_model = AutoModelForCausalLM.from_pretrained(script_args.ref_model_path, **kwargs)
+    train_dataset, eval_dataset = load_splits(script_args, training_args)
 
     trainer = UNATrainer(
         model=model,
         ref_model=ref_model,
         args=training_args,
-        train_dataset=dataset[script_args.dataset_train_split],
+        train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
-    train_result = trainer.train()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-    trainer.save_model(training_args.output_dir)
-    if eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
+    train_and_save(trainer)
 
 
 def parse_args(args: list[str] | None = None) -> tuple[UNAScriptArguments, UNAConfig, ModelConfig]:

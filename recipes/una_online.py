@@ -23,22 +23,25 @@
 """
 Online UNA (critic-free RLHF by regression) on a prompt dataset, the TRL script way.
 
-Single process (CPU or one GPU):
+Tiny smoke run on CPU (`recipes/configs/una_online_tiny.yaml`; its model and data paths are placeholders to override):
 
 ```
 python recipes/una_online.py --config recipes/configs/una_online_tiny.yaml \
     --model_name_or_path path/to/sft_model --reward_model_path path/to/reward_model --dataset_name path/to/prompts
 ```
 
-Multi-process through accelerate (pick any file in `recipes/accelerate_configs/`; `--num_processes` overrides it):
+Full-size run on GPUs (`recipes/configs/una_online.yaml`: online UNA on a 1.5B SFT model; any file in
+`recipes/accelerate_configs/` works, and `--num_processes` overrides its process count):
 
 ```
-accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml recipes/una_online.py \
-    --config recipes/configs/una_online_tiny.yaml --model_name_or_path path/to/sft_model \
-    --reward_model_path path/to/reward_model --dataset_name path/to/prompts
+accelerate launch --config_file recipes/accelerate_configs/single_gpu.yaml recipes/una_online.py \
+    --config recipes/configs/una_online.yaml  # 1 GPU
+accelerate launch --config_file recipes/accelerate_configs/zero3.yaml --num_processes 8 recipes/una_online.py \
+    --config recipes/configs/una_online.yaml  # 8 GPUs, ZeRO-3
 ```
 
-or equivalently `ppomax-trl una-online --accelerate_config multi_gpu <the same recipe flags>`.
+or equivalently
+`ppomax-trl una-online --accelerate_config zero3 --num_processes 8 --config recipes/configs/una_online.yaml`.
 
 Trains an `OnlineUNATrainer` with an `OnlineUNAConfig` (rollout flags as in `recipes/ppo_max.py`, plus `--beta`,
 `--una_reference`, `--loss`, `--score_normalizer`). No critic is built. The reward is the reward model at
@@ -47,16 +50,21 @@ Trains an `OnlineUNATrainer` with an `OnlineUNAConfig` (rollout flags as in `rec
 conversational); `--dataset_name` is a Hub name or a local folder/file that `datasets.load_dataset` reads.
 """
 
-import os
 import sys
 from dataclasses import dataclass, field
 
-from datasets import load_dataset
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import OnlineUNAConfig, OnlineUNATrainer
-from ppomax_trl.cli import import_function
+from ppomax_trl.recipe_utils import (
+    load_rewards,
+    load_splits,
+    load_tokenizer,
+    model_kwargs,
+    train_and_save,
+    use_trial_output_dir,
+)
 
 
 @dataclass
@@ -75,29 +83,12 @@ class OnlineUNAScriptArguments(ScriptArguments):
 
 
 def main(script_args: OnlineUNAScriptArguments, training_args: OnlineUNAConfig, model_args: ModelConfig) -> None:
-    if os.environ.get("WANDB_SWEEP_ID"):  # one output folder per sweep trial (house style §3.5)
-        training_args.output_dir = f"{training_args.output_dir}-{os.environ['WANDB_RUN_ID']}"
-    model_kwargs = dict(revision=model_args.model_revision, dtype=model_args.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **model_kwargs)
-
-    reward_model = None
-    if script_args.reward_model_path and script_args.reward_model_path.lower() != "none":
-        reward_model = AutoModelForSequenceClassification.from_pretrained(
-            script_args.reward_model_path, num_labels=1, **model_kwargs
-        )
-    reward_funcs = [import_function(path) for path in script_args.reward_funcs or []] or None
-    if reward_model is None and reward_funcs is None:
-        raise ValueError("Give a reward: `--reward_model_path` and/or `--reward_funcs module:function`.")
-
-    dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
-    if script_args.prompt_column != "prompt":
-        dataset = dataset.rename_column(script_args.prompt_column, "prompt")
-    eval_dataset = None
-    if training_args.eval_strategy != "no":
-        eval_dataset = dataset[script_args.dataset_test_split]
+    use_trial_output_dir(training_args)
+    kwargs = model_kwargs(model_args)
+    tokenizer = load_tokenizer(model_args)
+    policy = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    reward_model, reward_funcs = load_rewards(script_args.reward_model_path, script_args.reward_funcs, **kwargs)
+    train_dataset, eval_dataset = load_splits(script_args, training_args, script_args.prompt_column)
 
     trainer = OnlineUNATrainer(
         training_args,
@@ -105,22 +96,12 @@ def main(script_args: OnlineUNAScriptArguments, training_args: OnlineUNAConfig, 
         policy,
         None,  # reference policy: a frozen copy of the policy (or the adapter-free base with PEFT)
         reward_model,
-        dataset[script_args.dataset_train_split],
+        train_dataset,
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
         reward_funcs=reward_funcs,
     )
-    train_result = trainer.train()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-    trainer.save_model(training_args.output_dir)
-    if eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
+    train_and_save(trainer)
 
 
 def parse_args(args: list[str] | None = None) -> tuple[OnlineUNAScriptArguments, OnlineUNAConfig, ModelConfig]:

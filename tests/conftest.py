@@ -13,7 +13,12 @@
 # limitations under the License.
 """Shared offline fixtures: one tokenizer per session, tiny Qwen2 models built from configs (never downloaded)."""
 
+import importlib.util
+import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -24,6 +29,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import pytest
 from datasets import Dataset
+from safetensors.torch import load_file
 
 from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
 
@@ -84,3 +90,73 @@ def tiny_model_dirs(tmp_path_factory, tokenizer) -> dict[str, Path]:
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     return {"policy": root / "policy", "reward": root / "reward"}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Recipe runs (tests/test_recipes*.py, tests/test_sweeps.py, tests/test_wandb_logging.py)
+# ----------------------------------------------------------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+
+
+def recipe_env(**overrides: str) -> dict[str, str]:
+    """Environment of a recipe subprocess: offline, W&B disabled unless overridden."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    return {**env, **overrides}
+
+
+def load_recipe(name: str):
+    """`recipes/<name>.py` as a module, for its `parse_args` and `main`."""
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_recipe_command(cmd: list[str], output_dir: Path, env: dict[str, str] | None = None) -> None:
+    """Run `cmd` from the repository root; it must exit 0 and leave a model in `output_dir`."""
+    result = subprocess.run(
+        cmd, cwd=REPO, env=env or recipe_env(), capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, f"`{' '.join(cmd)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert (output_dir / "model.safetensors").is_file(), sorted(os.listdir(output_dir))
+
+
+def two_process_launch(accelerate_config: str, recipe: str, *recipe_args: str) -> list[str]:
+    """`accelerate launch` of `recipes/<recipe>.py` on 2 CPU processes with `recipes/accelerate_configs/ci/<config>`."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(RECIPES / "accelerate_configs" / "ci" / f"{accelerate_config}.yaml"),
+        "--num_processes", "2", "--main_process_port", str(port),
+        str(RECIPES / f"{recipe}.py"), *recipe_args,
+    ]  # fmt: skip
+
+
+def assert_trained_from(output_dir: Path, initial_dir: Path, max_change: float = 0.05) -> None:
+    """Every tensor the saved checkpoint shares with the initial one kept its shape and moved, by a training-sized step
+    (not emptied, left at its initial value or re-initialised: the ZeRO-3 saving traps)."""
+    saved, initial = load_file(output_dir / "model.safetensors"), load_file(initial_dir / "model.safetensors")
+    shared = sorted(saved.keys() & initial.keys())
+    assert len(shared) >= len(initial) - 1, sorted(initial.keys() - saved.keys())  # a new head may replace one
+    for name in shared:
+        assert saved[name].shape == initial[name].shape, name
+        change = (saved[name].float() - initial[name].float()).abs().max().item()
+        assert 0 < change <= max_change, f"{name}: max change {change}"
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows of an offline wandb run folder, keys as wandb stores them (`train/...`, `eval/...`).
+
+    wandb 0.31 has no Python reader of the `.wandb` transaction log (`wandb.sdk.internal.datastore` and `wandb sync
+    --view` are gone); `wandb leet inspect --json` prints its records, one JSON object a line.
+    """
+    result = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return [record["history"]["item"] for record in records if record["type"] == "history"]

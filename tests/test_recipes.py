@@ -13,34 +13,22 @@
 # limitations under the License.
 """`recipes/ppo_max.py`, its tiny YAML and the `ppomax-trl ppo` launcher, run end to end on tiny offline models."""
 
-import importlib.util
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import RECIPES, REPO, assert_trained_from, load_recipe, run_recipe_command, two_process_launch
 from transformers import AutoModelForCausalLM
 
 from ppomax_trl import PPOConfig, PPOMaxConfig
-from ppomax_trl.cli import launch_command
+from ppomax_trl.cli import import_function, launch_command
 
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "ppo_max.py"
-TINY_YAML = REPO / "recipes" / "configs" / "ppo_max_tiny.yaml"
+RECIPE = RECIPES / "ppo_max.py"
+TINY_YAML = RECIPES / "configs" / "ppo_max_tiny.yaml"
 PROMPTS = ["the movie was", "i loved", "what a", "the food", "a good cast", "the film"]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TRL_EXPERIMENTAL_SILENCE": "1"}
-
-
-def _load_recipe():
-    spec = importlib.util.spec_from_file_location("ppo_max_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +51,6 @@ def _recipe_args(assets, output_dir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _run(cmd: list[str], output_dir: Path) -> None:
-    result = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, f"`{' '.join(cmd)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    assert (output_dir / "model.safetensors").is_file(), sorted(os.listdir(output_dir))
-
-
 def _check_saved_policy(output_dir: Path, expected_episodes: int) -> None:
     policy = AutoModelForCausalLM.from_pretrained(output_dir)
     assert policy.config.model_type == "qwen2"
@@ -78,7 +60,7 @@ def _check_saved_policy(output_dir: Path, expected_episodes: int) -> None:
 
 
 def test_tiny_yaml_parses_and_cli_flags_override():
-    recipe = _load_recipe()
+    recipe = load_recipe("ppo_max")
     script_args, training_args, model_args = recipe.parse_args(["--config", str(TINY_YAML), "--max_steps", "3"])
     assert type(training_args) is PPOMaxConfig and script_args.trainer == "ppo_max"
     assert training_args.max_steps == 3 and training_args.response_length == 4 and training_args.use_cpu
@@ -91,17 +73,17 @@ def test_tiny_yaml_parses_and_cli_flags_override():
 
 
 def test_recipe_with_reward_functions_only(tmp_path, assets):
-    recipe = _load_recipe()
+    recipe = load_recipe("ppo_max")
     args = _recipe_args(assets, tmp_path, "--trainer", "ppo", "--reward_model_path", "none")
     args += ["--reward_funcs", "ppomax_trl.demo:letter_o_reward"]
     recipe.main(*recipe.parse_args(args))
     _check_saved_policy(tmp_path, expected_episodes=2)
     with pytest.raises(ValueError, match="module:function"):
-        recipe.import_function("ppomax_trl.demo.letter_o_reward")
+        import_function("ppomax_trl.demo.letter_o_reward")
 
 
 def test_recipe_single_process(tmp_path, assets):
-    _run([sys.executable, str(RECIPE), *_recipe_args(assets, tmp_path)], tmp_path)
+    run_recipe_command([sys.executable, str(RECIPE), *_recipe_args(assets, tmp_path)], tmp_path)
     _check_saved_policy(tmp_path, expected_episodes=2)
     assert (tmp_path / "value_model" / "model.safetensors").is_file()
 
@@ -109,7 +91,7 @@ def test_recipe_single_process(tmp_path, assets):
 def test_console_entry_point_launches_recipe(tmp_path, assets):
     exe = shutil.which("ppomax-trl")
     assert exe is not None, "pip install -e . should install the `ppomax-trl` console script"
-    _run([exe, "ppo", "--accelerate_config", "single_gpu", *_recipe_args(assets, tmp_path)], tmp_path)
+    run_recipe_command([exe, "ppo", "--accelerate_config", "single_gpu", *_recipe_args(assets, tmp_path)], tmp_path)
     _check_saved_policy(tmp_path, expected_episodes=2)
 
 
@@ -125,25 +107,19 @@ def test_launch_command_resolves_configs():
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("accelerate_config", ["ddp", "zero2"])
+@pytest.mark.parametrize("accelerate_config", ["ddp", "zero2", "zero3"])
 def test_recipe_two_processes(tmp_path, assets, accelerate_config):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO / f"recipes/accelerate_configs/ci/{accelerate_config}.yaml"),
-        "--num_processes", "2", "--main_process_port", str(port),
-        str(RECIPE), *_recipe_args(assets, tmp_path),
-    ]  # fmt: skip
-    _run(cmd, tmp_path)
+    run_recipe_command(two_process_launch(accelerate_config, "ppo_max", *_recipe_args(assets, tmp_path)), tmp_path)
     _check_saved_policy(tmp_path, expected_episodes=4)
+    assert_trained_from(tmp_path, assets["policy"])
+    critic = tmp_path / "value_model"  # a trained copy of the reward model (PPO-max's critic initialisation)
+    assert_trained_from(critic, assets["reward"])
 
 
 def test_sweep_trials_get_their_own_output_dir(tmp_path, assets, monkeypatch):
     monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
     monkeypatch.setenv("WANDB_RUN_ID", "trial7")
-    recipe = _load_recipe()
+    recipe = load_recipe("ppo_max")
     args = _recipe_args(assets, tmp_path / "out", "--trainer", "ppo", "--reward_model_path", "none")
     recipe.main(*recipe.parse_args([*args, "--reward_funcs", "ppomax_trl.demo:letter_o_reward"]))
     assert not (tmp_path / "out").exists()

@@ -14,33 +14,20 @@
 """`recipes/reward_rank.py`, `recipes/una.py`, `recipes/una_online.py`, their tiny YAMLs and `ppomax-trl
 reward|una|una-online`, run end to end on tiny offline models; plus the InstructGPT chain reward_rank -> ppo_max."""
 
-import importlib.util
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import RECIPES, assert_trained_from, load_recipe, run_recipe_command, two_process_launch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from ppomax_trl import OnlineUNAConfig, RankListRewardConfig, UNAConfig
 
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPES = REPO / "recipes"
 CONFIGS = RECIPES / "configs"
 PROMPTS = ["the movie was", "i loved", "what a", "the food", "a good cast", "the film"]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TRL_EXPERIMENTAL_SILENCE": "1"}
-
-
-def _load_recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_recipe", RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write_jsonl(folder: Path, rows: list[dict]) -> Path:
@@ -103,12 +90,6 @@ def _una_online_args(assets, output_dir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _run(cmd: list[str], output_dir: Path) -> None:
-    result = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, f"`{' '.join(cmd)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    assert (output_dir / "model.safetensors").is_file(), sorted(os.listdir(output_dir))
-
-
 def _cli(command: str, *args: str) -> list[str]:
     exe = shutil.which("ppomax-trl")
     assert exe is not None, "pip install -e . should install the `ppomax-trl` console script"
@@ -140,14 +121,14 @@ def test_tiny_yamls_parse_and_cli_flags_override():
         ("una_online", "una_online_tiny.yaml", OnlineUNAConfig),
     ]
     for recipe_name, yaml_name, config_cls in cases:
-        recipe = _load_recipe(recipe_name)
+        recipe = load_recipe(recipe_name)
         args = ["--config", str(CONFIGS / yaml_name), "--max_steps", "3"]
         script_args, training_args, model_args = recipe.parse_args(args)
         assert type(training_args) is config_cls, recipe_name
         assert training_args.max_steps == 3 and training_args.use_cpu and not training_args.bf16
         assert model_args.model_name_or_path.startswith("path/to/")
         assert script_args.dataset_name.startswith("path/to/")
-    script_args, training_args, _ = _load_recipe("una_online").parse_args(
+    script_args, training_args, _ = load_recipe("una_online").parse_args(
         ["--config", str(CONFIGS / "una_online_tiny.yaml"), "--reward_funcs", "a:b", "c:d"]
     )
     assert script_args.reward_model_path == "path/to/tiny_reward_model"  # a script argument, not a config field
@@ -157,7 +138,9 @@ def test_tiny_yamls_parse_and_cli_flags_override():
 def test_reward_rank_recipe_then_ppo_max_chain(tmp_path, assets):
     """InstructGPT: SFT policy -> rank-list reward model (recipe) -> PPO-max with that reward model and critic."""
     reward_dir = tmp_path / "reward_model"
-    _run([sys.executable, str(RECIPES / "reward_rank.py"), *_reward_args(assets, reward_dir)], reward_dir)
+    run_recipe_command(
+        [sys.executable, str(RECIPES / "reward_rank.py"), *_reward_args(assets, reward_dir)], reward_dir
+    )
     _check_reward_model(reward_dir)
     ppo_dir = tmp_path / "ppo"
     cmd = [
@@ -168,7 +151,7 @@ def test_reward_rank_recipe_then_ppo_max_chain(tmp_path, assets):
         "--dataset_name", str(assets["prompts"]),
         "--output_dir", str(ppo_dir),
     ]  # fmt: skip
-    _run(cmd, ppo_dir)
+    run_recipe_command(cmd, ppo_dir)
     assert AutoModelForCausalLM.from_pretrained(ppo_dir).config.model_type == "qwen2"
     assert len(_logs(ppo_dir)) >= 2
     critic = AutoModelForSequenceClassification.from_pretrained(ppo_dir / "value_model")  # initialised from the RM
@@ -176,22 +159,22 @@ def test_reward_rank_recipe_then_ppo_max_chain(tmp_path, assets):
 
 
 def test_reward_cli_launches_recipe(tmp_path, assets):
-    _run(_cli("reward", *_reward_args(assets, tmp_path, model="reward")), tmp_path)
+    run_recipe_command(_cli("reward", *_reward_args(assets, tmp_path, model="reward")), tmp_path)
     _check_reward_model(tmp_path)
 
 
 def test_una_cli_launches_recipe(tmp_path, assets):
-    _run(_cli("una", *_una_args(assets, tmp_path)), tmp_path)
+    run_recipe_command(_cli("una", *_una_args(assets, tmp_path)), tmp_path)
     _check_policy(tmp_path, "una/loss/score")
 
 
 def test_una_online_cli_launches_recipe(tmp_path, assets):
-    _run(_cli("una-online", *_una_online_args(assets, tmp_path)), tmp_path)
+    run_recipe_command(_cli("una-online", *_una_online_args(assets, tmp_path)), tmp_path)
     _check_policy(tmp_path, "una/target_mean")
 
 
 def test_una_online_recipe_with_reward_functions_only(tmp_path, assets):
-    recipe = _load_recipe("una_online")
+    recipe = load_recipe("una_online")
     args = _una_online_args(assets, tmp_path, "--reward_model_path", "none")
     recipe.main(*recipe.parse_args([*args, "--reward_funcs", "ppomax_trl.demo:letter_o_reward"]))
     _check_policy(tmp_path, "una/target_mean")
@@ -201,16 +184,25 @@ def test_una_online_recipe_with_reward_functions_only(tmp_path, assets):
 
 @pytest.mark.distributed
 def test_reward_rank_recipe_two_processes(tmp_path, assets):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(RECIPES / "accelerate_configs/ci/ddp.yaml"),
-        "--num_processes", "2", "--main_process_port", str(port),
-        str(RECIPES / "reward_rank.py"), *_reward_args(assets, tmp_path),
-    ]  # fmt: skip
-    _run(cmd, tmp_path)
+    run_recipe_command(two_process_launch("ddp", "reward_rank", *_reward_args(assets, tmp_path)), tmp_path)
     _check_reward_model(tmp_path)
     # 6 lists, 2 per process per step: 2 processes make 2 steps per epoch (a single process makes 3)
     assert _logs(tmp_path)[0]["epoch"] == pytest.approx(0.5)
+    assert_trained_from(tmp_path, assets["policy"])  # the backbone; the new score head has no initial counterpart
+
+
+@pytest.mark.distributed
+def test_una_recipe_two_processes(tmp_path, assets):
+    run_recipe_command(two_process_launch("ddp", "una", *_una_args(assets, tmp_path)), tmp_path)
+    _check_policy(tmp_path, "una/loss/score")
+    # 6 rows, 2 per process per step: 2 processes make 2 steps per epoch (a single process makes 3)
+    assert _logs(tmp_path)[0]["epoch"] == pytest.approx(0.5)
+    assert_trained_from(tmp_path, assets["policy"])
+
+
+@pytest.mark.distributed
+def test_una_online_recipe_two_processes(tmp_path, assets):
+    run_recipe_command(two_process_launch("ddp", "una_online", *_una_online_args(assets, tmp_path)), tmp_path)
+    _check_policy(tmp_path, "una/target_mean")
+    assert _logs(tmp_path)[0]["episode"] == 4  # 2 prompts per process per update
+    assert_trained_from(tmp_path, assets["policy"])

@@ -12,9 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """`recipes/sweeps/*.yaml` validated offline with the W&B sweep engine (`sweeps`), and one proposed PPO-max trial run
-on tiny models with wandb offline. A sweep cannot be created without a W&B server, so this is as far as CI goes."""
+on tiny models with wandb offline. A sweep cannot be created without a W&B server, so this is as far as CI goes.
 
-import importlib.util
+Sweeps run the full-size configs (`recipes/configs/<recipe>.yaml`); the offline trial swaps in the tiny twin
+(`<recipe>_tiny.yaml`) and keeps every swept flag."""
+
 import json
 import os
 import subprocess
@@ -25,6 +27,7 @@ from pathlib import Path
 import pytest
 import wandb  # noqa: F401  (installed by .ci/run; the trial below logs through it)
 import yaml
+from conftest import REPO, load_recipe, wandb_history
 
 
 with warnings.catch_warnings():  # sweeps 0.3.0 still spells a pydantic v1 config key
@@ -32,7 +35,6 @@ with warnings.catch_warnings():  # sweeps 0.3.0 still spells a pydantic v1 confi
     import sweeps
 
 
-REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "recipes" / "sweeps").glob("*.yaml"))
 PROMPTS = ["the movie was", "i loved", "what a", "the food"]
 
@@ -41,16 +43,14 @@ def _load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def _load_recipe(program: str):
-    spec = importlib.util.spec_from_file_location(Path(program).stem + "_sweep_recipe", REPO / program)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _base_config(config: dict) -> str:
     command = config["command"]
     return command[command.index("--config") + 1]
+
+
+def _tiny_twin(base_config: str) -> Path:
+    """`recipes/configs/<recipe>_tiny.yaml` for `recipes/configs/<recipe>.yaml`: the same recipe, CPU-sized."""
+    return REPO / base_config.replace(".yaml", "_tiny.yaml")
 
 
 def _candidates(spec: dict) -> list:
@@ -87,7 +87,8 @@ def test_sweep_validates_and_proposes(path):
         "2",
         "${program}",
     ]
-    assert (REPO / _base_config(config)).is_file()
+    assert _base_config(config) == f"recipes/configs/{Path(config['program']).stem}.yaml"  # the full-size run
+    assert (REPO / _base_config(config)).is_file() and _tiny_twin(_base_config(config)).is_file()
     assert "run_name" not in config["parameters"] and "output_dir" not in config["parameters"]
     for name in ("learning_rate", "kl_coef"):
         if name in config["parameters"]:
@@ -100,8 +101,8 @@ def test_sweep_validates_and_proposes(path):
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda path: path.stem)
 def test_sweep_parameters_are_recipe_flags(path):
     config = _load(path)
-    recipe = _load_recipe(config["program"])
-    base = ["--config", str(REPO / _base_config(config))]
+    recipe = load_recipe(Path(config["program"]).stem)
+    base = ["--config", str(REPO / _base_config(config)), "--use_cpu", "true"]  # `bf16: true` parses without a GPU
     for name, spec in config["parameters"].items():
         for value in _candidates(spec):
             parsed = recipe.parse_args([*base, f"--{name}={value}"])  # an unknown flag exits through argparse
@@ -124,7 +125,7 @@ def test_ppo_max_trial_logs_to_wandb_offline(tmp_path, tiny_model_dirs):
 
     cmd = [
         sys.executable, str(REPO / config["program"]),
-        "--config", str(REPO / _base_config(config)),
+        "--config", str(_tiny_twin(_base_config(config))),
         "--model_name_or_path", str(tiny_model_dirs["policy"]),
         "--reward_model_path", str(tiny_model_dirs["reward"]),
         "--dataset_name", str(tmp_path / "data"),
@@ -144,5 +145,5 @@ def test_ppo_max_trial_logs_to_wandb_offline(tmp_path, tiny_model_dirs):
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), sorted(os.listdir(tmp_path))
-    logs = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
-    assert any("objective/rlhf_reward" in entry for entry in logs)  # the sweep metric, before the `train/` prefix
+    # the sweep metric, under the name wandb stores it (what the sweep controller reads)
+    assert any(config["metric"]["name"] in row for row in wandb_history(runs[0]))

@@ -1,0 +1,131 @@
+# Copyright 2026 The ppomax_trl Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Every YAML in `recipes/configs/` parses through its recipe's parser, and the full-size ones are what their header
+says: launch commands that exist, GPU settings, PPO-max's paper defaults, one InstructGPT chain. Nothing is trained."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import RECIPES, REPO, load_recipe
+
+from ppomax_trl import OnlineUNAConfig, PPOMaxConfig, RankListRewardConfig, UNAConfig
+
+
+CONFIGS = RECIPES / "configs"
+CONFIG_CLASSES = {
+    "ppo_max": PPOMaxConfig,
+    "reward_rank": RankListRewardConfig,
+    "una": UNAConfig,
+    "una_online": OnlineUNAConfig,
+}
+ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+FULL_SIZE = [path for path in ALL_CONFIGS if not path.stem.endswith("_tiny")]
+# PPO-max's pieces, each of which the full-size config must leave at its paper default (house style rule 3)
+PPO_MAX_PIECES = [
+    "reward_normalization", "use_reward_clip", "reward_clip", "critic_warmup_steps", "whiten_advantages",
+    "num_ppo_epochs", "vf_coef", "cliprange", "cliprange_value", "gamma", "lam", "kl_coef", "kl_estimator",
+    "stop_token", "temperature", "top_p", "learning_rate", "value_learning_rate", "adam_beta2", "max_grad_norm",
+]  # fmt: skip
+
+
+def _parse(path: Path):
+    """(recipe name, parsed dataclasses); `--use_cpu` so that `bf16: true` parses on a machine without a GPU."""
+    name = path.stem.removesuffix("_tiny")
+    return name, load_recipe(name).parse_args(["--config", str(path), "--use_cpu", "true"])
+
+
+def _as_parsed(key: str, value):
+    """A YAML value as the parsed field holds it: `report_to` becomes a list, `"none"` the empty one."""
+    if key == "report_to" and isinstance(value, str):
+        return [] if value == "none" else [value]
+    return value
+
+
+def _launch_commands(text: str) -> list[str]:
+    """The `accelerate launch` commands of a text, continuation lines joined, trailing `# comments` dropped."""
+    text = re.sub(r"\\\n\s*", " ", text)
+    lines = (line.split(" # ")[0] for line in text.splitlines())
+    return [" ".join(line.split()) for line in lines if line.startswith("accelerate launch")]
+
+
+def _header(path: Path) -> str:
+    lines = path.read_text().splitlines()
+    return "\n".join(line.removeprefix("#").strip() for line in lines if line.startswith("#"))
+
+
+def test_every_recipe_has_a_tiny_and_a_full_size_config():
+    assert {path.stem for path in ALL_CONFIGS} == {*CONFIG_CLASSES, *(f"{name}_tiny" for name in CONFIG_CLASSES)}
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda path: path.stem)
+def test_config_parses_with_its_recipe(path):
+    """TrlParser rejects unknown YAML keys; each key must also reach the dataclass field of that name unchanged."""
+    name, parsed = _parse(path)
+    assert type(parsed[1]) is CONFIG_CLASSES[name]
+    for key, value in yaml.safe_load(path.read_text()).items():
+        owner = next(args for args in parsed if hasattr(args, key))
+        parsed_value = getattr(owner, key)
+        assert getattr(parsed_value, "value", parsed_value) == _as_parsed(key, value), key  # enums: their value
+
+
+@pytest.mark.parametrize("path", FULL_SIZE, ids=lambda path: path.stem)
+def test_full_size_config_is_a_gpu_run(path):
+    name, (script_args, training_args, model_args) = _parse(path)
+    assert "use_cpu" not in yaml.safe_load(path.read_text())
+    assert training_args.bf16 and training_args.activation_checkpointing and model_args.dtype == "float32"
+    assert training_args.report_to == ["wandb"] and training_args.output_dir == f"runs/{name}"
+    assert training_args.eval_strategy == "steps" and script_args.dataset_test_split == "test"
+    assert not model_args.model_name_or_path.startswith("path/to/")
+    if hasattr(
+        training_args, "num_rollouts"
+    ):  # online: DeepSpeed needs each minibatch = the accumulated micro-batches
+        minibatch = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+        assert training_args.num_rollouts % minibatch == 0
+        assert training_args.num_sample_generations > 0  # completion tables in W&B
+
+
+@pytest.mark.parametrize("path", FULL_SIZE, ids=lambda path: path.stem)
+def test_full_size_config_header_gives_launch_commands(path):
+    """The header's 1-GPU and 8-GPU commands run this YAML through its recipe, with accelerate configs that exist; the
+    recipe's docstring gives the same two commands."""
+    commands = _launch_commands(_header(path))
+    assert len(commands) == 2, commands
+    tail = f"recipes/{path.stem}.py --config recipes/configs/{path.name}"
+    one_gpu, eight_gpus = commands
+    assert one_gpu == f"accelerate launch --config_file recipes/accelerate_configs/single_gpu.yaml {tail}"
+    match = re.fullmatch(rf"accelerate launch --config_file (\S+) --num_processes 8 {re.escape(tail)}", eight_gpus)
+    assert match and match[1] != "recipes/accelerate_configs/single_gpu.yaml", eight_gpus
+    for command in commands:
+        config_file = command.split("--config_file ")[1].split()[0]
+        assert (REPO / config_file).is_file(), config_file
+        assert yaml.safe_load((REPO / config_file).read_text())["mixed_precision"] == "bf16"
+    assert _launch_commands(load_recipe(path.stem).__doc__) == commands
+
+
+def test_ppo_max_config_keeps_the_paper_defaults():
+    _, (script_args, training_args, _) = _parse(CONFIGS / "ppo_max.yaml")
+    defaults = PPOMaxConfig(output_dir="x", use_cpu=True)
+    assert script_args.trainer == "ppo_max" and script_args.value_model_path is None  # critic from the RM ([P] §5.3.3)
+    for name in PPO_MAX_PIECES:
+        assert getattr(training_args, name) == getattr(defaults, name), name
+
+
+def test_full_size_configs_form_the_instructgpt_chain():
+    """SFT model -> reward_rank (reward model) -> ppo_max and una_online score with it; all start from one SFT model."""
+    configs = {path.stem: yaml.safe_load(path.read_text()) for path in FULL_SIZE}
+    assert configs["ppo_max"]["reward_model_path"] == configs["reward_rank"]["output_dir"]
+    assert configs["una_online"]["reward_model_path"] == configs["reward_rank"]["output_dir"]
+    assert len({config["model_name_or_path"] for config in configs.values()}) == 1
