@@ -34,7 +34,6 @@ import argparse
 import importlib.util
 import itertools
 import json
-import os
 import resource
 import statistics
 import sys
@@ -42,17 +41,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _offline import set_offline_env  # beside this script (the script's folder is on sys.path)
 
-for _name, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "WANDB_MODE": "disabled",
-    "TRL_EXPERIMENTAL_SILENCE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_name, _value)
+
+set_offline_env()
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent

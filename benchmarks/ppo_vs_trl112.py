@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from _offline import OFFLINE_ENV  # beside this script (the script's folder is on sys.path)
+
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
@@ -67,16 +69,7 @@ SETTINGS = {
         updates=8, batch_size=8, response_length=24, num_ppo_epochs=1, num_mini_batches=1, max_grad_norm=1.0, threads=2
     ),
 }
-WORKER_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "WANDB_MODE": "disabled",
-    "TRL_EXPERIMENTAL_SILENCE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PYTHONWARNINGS": "ignore",
-}
+WORKER_ENV = {**OFFLINE_ENV, "PYTHONWARNINGS": "ignore"}
 
 
 def log(message: str) -> None:
