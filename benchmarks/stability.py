@@ -425,15 +425,19 @@ def run_one(args) -> dict:
     }
     start = time.perf_counter()
 
-    def evaluate(update: int) -> None:
-        metrics = held_out_metrics(trainer, eval_rows, seed=args.seed + 1000, num_samples=args.num_samples)
-        record["evals"].append({"update": update, "seconds": time.perf_counter() - start, **metrics})
+    def save() -> None:
+        """Rewrite the JSON with the evals so far and the training log (every update's metrics)."""
         record["train"] = [
             {"step": row["step"], **{k: row[k] for k in TRAIN_KEYS if k in row}}
             for row in trainer.state.log_history
             if "objective/kl" in row or "ppomax/critic_warmup" in row
         ]
         out_path.write_text(json.dumps(record, indent=1) + "\n")
+
+    def evaluate(update: int) -> None:
+        metrics = held_out_metrics(trainer, eval_rows, seed=args.seed + 1000, num_samples=args.num_samples)
+        record["evals"].append({"update": update, "seconds": time.perf_counter() - start, **metrics})
+        save()
         log(
             f"{group}/{args.run} update {update}/{args.updates}: reward {metrics['reward']:+.3f} vader "
             f"{metrics['vader']:+.3f} kl/seq {metrics['kl_seq']:.2f} distinct-2 {metrics['distinct_2']:.2f} ppl_ref "
@@ -458,7 +462,7 @@ def run_one(args) -> dict:
     trainer.train()
     record["train_seconds"] = time.perf_counter() - start
     record["critic_warmup_steps"] = trainer.critic_warmup_done
-    out_path.write_text(json.dumps(record, indent=1) + "\n")
+    save()  # the last update is logged after its on_step_end, so after the last eval
     shutil.rmtree(config.output_dir, ignore_errors=True)
     return record
 
