@@ -89,9 +89,9 @@ SETTING_RUNS = {
     "default": ["vanilla", "ppo_max"],
     "aggressive": ["vanilla", "ppo_max", "ppo_max_no_kl", "ppo_max_no_reward_norm", "ppo_max_no_warmup"],
 }
-# The monitors of the figure and table: key -> (panel title, higher is better?)
+# The monitors of the figure: key -> panel title
 EVAL_PANELS = {
-    "reward": "held-out reward-model score",
+    "reward": "held-out reward (the trainer's score)",
     "vader": "held-out VADER compound",
     "kl_seq": "KL to reference per sequence (nats)",
     "kl_token": "KL to reference per token (nats)",
@@ -528,8 +528,8 @@ def plot_setting(records: list[dict], path: Path, title: str) -> None:
             ax.plot(updates, [e[key] for e in record["evals"]], marker=".", label=record["run"])
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel("PPO update")
-        if key in ("kl_seq", "ppl_ref", "ppl_policy"):
-            ax.set_yscale("symlog" if key == "kl_seq" else "log")
+        if key == "kl_seq":
+            ax.set_yscale("symlog")  # collapsed runs reach tens of nats
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -540,7 +540,7 @@ def plot_setting(records: list[dict], path: Path, title: str) -> None:
 def table_markdown(records: list[dict]) -> str:
     lines = [
         (
-            "| run | updates | RM reward | VADER | KL/seq | KL/token | length | distinct-2 | rep. trigram "
+            "| run | updates | reward | VADER | KL/seq | KL/token | length | distinct-2 | rep. trigram "
             "| ppl policy | ppl ref (x start) | distinct completions |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
