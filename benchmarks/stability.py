@@ -576,7 +576,8 @@ def report(args) -> None:
     for setting in SETTINGS:
         for reward in ("rm", "vader"):
             group = group_name(setting, reward)
-            records = [r for r in load_records(args.results_dir, group) if r["evals"]]
+            # runs still at their first eval are left out; unfinished ones show their last update in the table
+            records = [r for r in load_records(args.results_dir, group) if len(r["evals"]) > 1]
             if not records:
                 continue
             reward_name = "reward model trained on VADER-ranked samples" if reward == "rm" else "VADER"
