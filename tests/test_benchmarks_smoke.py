@@ -28,20 +28,21 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "benchmarks" / "ppo_vs_trl112.py"
+STABILITY = REPO_ROOT / "benchmarks" / "stability.py"
+
+
+def run_benchmark(script: Path, *args: str) -> None:
+    """Run a benchmark script from the repository root; fail with the end of its output if it exits non-zero."""
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], check=False, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 @pytest.mark.slow
 def test_benchmark_smoke_reports_every_implementation(tmp_path):
     out = tmp_path / "smoke.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_benchmark(SCRIPT, "--smoke", "--out", str(out))
     report = json.loads(out.read_text())
     assert report["setting"] == "tiny" and report["workload"]["updates"] == 3
     summary = report["summary"]
@@ -61,20 +62,9 @@ def test_benchmark_smoke_reports_every_implementation(tmp_path):
         assert run["timed_updates"] == 2 and len(run["s_per_update_all"]) == 2
 
 
-STABILITY = REPO_ROOT / "benchmarks" / "stability.py"
-
-
 @pytest.mark.slow
 def test_stability_benchmark_smoke_runs_every_setting_and_reports(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(STABILITY), "smoke", "--out", str(tmp_path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_benchmark(STABILITY, "smoke", "--out", str(tmp_path))
     expected = {"default": {"vanilla", "ppo_max"}, "default_vader": {"vanilla", "ppo_max"},
                 "aggressive": {"vanilla", "ppo_max", "ppo_max_no_kl", "ppo_max_no_reward_norm", "ppo_max_no_warmup"}}  # fmt: skip
     for setting, runs in expected.items():
