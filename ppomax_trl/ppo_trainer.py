@@ -484,11 +484,6 @@ class PPOMaxTrainer(PPOTrainer):
 # ----------------------------------------------------------------------------------------------------------------------
 # Module-level helpers
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Module-level helpers
-# ----------------------------------------------------------------------------------------------------------------------
 def _stack_with_ptx(inputs: dict, ptx: dict, pad_token_id: int) -> tuple[dict, torch.Tensor]:
     """Right-pad rollout and ptx rows to one width and stack them; ptx labels are its target tokens, -100 elsewhere."""
     width = max(inputs["input_ids"].size(1), ptx["input_ids"].size(1))
