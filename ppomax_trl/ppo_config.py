@@ -135,10 +135,15 @@ class OnlineRolloutConfig(TrainingArguments):
         metadata={"help": "Prompts longer than this (in tokens) raise an error. None: no limit is checked."},
     )
     collapse_kl_threshold: float = field(
-        default=1.0, metadata={"help": "Warn when the mean per-token KL to the reference exceeds this (nats)."}
+        default=1.0,
+        metadata={"help": "Warn when the mean per-token KL to the reference exceeds this (nats); once per excursion."},
     )
     collapse_max_length_share: float = field(
-        default=0.9, metadata={"help": "Warn when this share of responses runs to `response_length` without a stop."}
+        default=0.9,
+        metadata={
+            "help": "Warn when this share of responses runs to `response_length` without a stop; once per excursion. "
+            "Off for a run whose first update is already at this share (the model does not stop within the cap)."
+        },
     )
 
     def __post_init__(self):

@@ -23,7 +23,7 @@ Shape names: `B` rollout samples, `T` generated positions (response tokens, padd
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
@@ -160,6 +160,68 @@ class RunningMoments:
     @classmethod
     def from_state_dict(cls, state: dict[str, float]) -> RunningMoments:
         return cls(**{key: float(state[key]) for key in ("mean", "var", "count")})
+
+
+@dataclass
+class CollapseMonitor:
+    """The paper's pattern-collapse signature ([P] §5.2) as warnings: length pinned at the cap, per-token KL spiking.
+
+    `check` returns the warnings for one update. Each fires when its signal turns on and again only after it has
+    cleared, so a run that stays collapsed prints one line, not one per update (the metrics keep the curve). The
+    length signal is judged against the first update checked: when that update's share of capped responses is already
+    at the threshold (plain-text continuation that never emits the stop token within `response_length`), a pinned
+    length says nothing about collapse; the monitor says so once and watches the KL alone. Without a stop token
+    (`watch_length=False`) every response runs to the cap and the length signal is off.
+    """
+
+    max_length_share: float
+    kl_threshold: float
+    watch_length: bool = True
+    initial_max_length_share: float | None = None
+    active: set[str] = field(default_factory=set)
+
+    def check(self, step: int, max_length_share: float, kl_per_token: float, response_length: int) -> list[str]:
+        warnings = []
+        if self.initial_max_length_share is None:
+            self.initial_max_length_share = max_length_share
+            if self.watch_length and max_length_share >= self.max_length_share:
+                warnings.append(
+                    f"Step {step}: {max_length_share:.0%} of responses already run to response_length="
+                    f"{response_length} before training moves the policy, so the length collapse monitor is off for "
+                    "this run (the KL monitor stays on). Raise `response_length` or use a stop token the model "
+                    "emits to watch length too."
+                )
+        length_baseline_ok = self.initial_max_length_share < self.max_length_share
+        length_on = self.watch_length and length_baseline_ok and max_length_share >= self.max_length_share
+        if self._turned_on("length", length_on):
+            warnings.append(
+                f"Step {step}: {max_length_share:.0%} of responses ran to response_length={response_length} without "
+                f"a stop token (collapse signature; first update: {self.initial_max_length_share:.0%}). Check "
+                "samples; `ppomax/max_length_share` tracks it and this warning repeats only after it clears."
+            )
+        if self._turned_on("kl", kl_per_token > self.kl_threshold):
+            warnings.append(
+                f"Step {step}: per-token KL to the reference is {kl_per_token:.3f} nats > collapse_kl_threshold="
+                f"{self.kl_threshold}. The policy is drifting; consider a stronger KL constraint (`kl_coef`, or "
+                "`beta` for UNA) or an earlier checkpoint. `ppomax/kl_per_token` tracks it and this warning repeats "
+                "only after it falls back."
+            )
+        return warnings
+
+    def _turned_on(self, signal: str, on: bool) -> bool:
+        was_on = signal in self.active
+        if on:
+            self.active.add(signal)
+        else:
+            self.active.discard(signal)
+        return on and not was_on
+
+    def state_dict(self) -> dict[str, float | None]:
+        """The first update's share: what a resumed run must keep judging against (warning state starts fresh)."""
+        return {"initial_max_length_share": self.initial_max_length_share}
+
+    def load_state_dict(self, state: dict[str, float | None]) -> None:
+        self.initial_max_length_share = state.get("initial_max_length_share")
 
 
 def batch_moments(scores: torch.Tensor, all_reduce_sum=None) -> tuple[float, float, int]:

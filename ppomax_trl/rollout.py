@@ -326,6 +326,9 @@ class OnlineRolloutTrainer(Trainer):
         self.episode = 0
         self.critic_warmup_done = 0
         self.critic_warmup_finished = self._warmup_steps() == 0
+        self.collapse_monitor = pu.CollapseMonitor(
+            args.collapse_max_length_share, args.collapse_kl_threshold, watch_length=bool(self.stop_token_ids)
+        )
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._prompt_stream = _IndexStream(len(train_dataset), args.seed)
 
@@ -857,22 +860,13 @@ class OnlineRolloutTrainer(Trainer):
         self._warn_on_collapse(metrics)
 
     def _warn_on_collapse(self, metrics: dict[str, float]) -> None:
-        """The paper's pattern-collapse signature ([P] §5.2): length pinned at the cap, per-token KL spiking."""
-        args = self.args
         if not self.accelerator.is_main_process:
             return  # metrics are already reduced over processes: one warning is enough
         step = self.state.global_step + 1  # the update being logged, 1-based like the logged `step`
-        if self.stop_token_ids and metrics["ppomax/max_length_share"] >= args.collapse_max_length_share:
-            logger.warning(
-                f"Step {step}: {metrics['ppomax/max_length_share']:.0%} of responses ran to "
-                f"response_length={args.response_length} without a stop token (collapse signature). Check samples."
-            )
-        if metrics["ppomax/kl_per_token"] > args.collapse_kl_threshold:
-            logger.warning(
-                f"Step {step}: per-token KL to the reference is {metrics['ppomax/kl_per_token']:.3f} "
-                f"nats > collapse_kl_threshold={args.collapse_kl_threshold}. The policy is drifting; consider a "
-                "stronger KL constraint (`kl_coef`, or `beta` for UNA) or an earlier checkpoint."
-            )
+        for message in self.collapse_monitor.check(
+            step, metrics["ppomax/max_length_share"], metrics["ppomax/kl_per_token"], self.args.response_length
+        ):
+            logger.warning(message)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
@@ -1025,6 +1019,7 @@ class OnlineRolloutTrainer(Trainer):
             "critic_warmup_done": self.critic_warmup_done,
             "critic_warmup_finished": self.critic_warmup_finished,
             "episode": self.episode,
+            "collapse_monitor": self.collapse_monitor.state_dict(),
         }
 
     def _load_ppomax_state(self, checkpoint: str) -> dict[str, Any]:
@@ -1037,6 +1032,7 @@ class OnlineRolloutTrainer(Trainer):
         self.critic_warmup_done = state["critic_warmup_done"]
         self.critic_warmup_finished = state["critic_warmup_finished"]
         self.episode = state["episode"]
+        self.collapse_monitor.load_state_dict(state.get("collapse_monitor", {}))  # absent in 0.1.0 checkpoints
         return state
 
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:

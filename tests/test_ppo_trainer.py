@@ -403,6 +403,9 @@ def test_resume_continues_exactly(tmp_path, tokenizer, prompt_dataset):
     assert os.path.isdir(os.path.join(checkpoint, "value_model"))
     resumed = make("resumed2")
     resumed.train(resume_from_checkpoint=checkpoint)
+    # the collapse monitor keeps judging length against the first update of the whole run, not of the resumed part
+    first_share = next(e["ppomax/max_length_share"] for e in full.state.log_history if e.get("step") == 1)
+    assert resumed.collapse_monitor.initial_max_length_share == pytest.approx(first_share)
 
     keys = ["objective/scores", "objective/kl", "loss/policy_avg", "loss/value_avg", "ppomax/running_mean"]
     steps_full = {e["step"]: e for e in full.state.log_history if "objective/scores" in e}
@@ -413,6 +416,20 @@ def test_resume_continues_exactly(tmp_path, tokenizer, prompt_dataset):
             assert steps_resumed[step][key] == pytest.approx(steps_full[step][key], rel=1e-5, abs=1e-7), (step, key)
     for name, p in full.model.policy.named_parameters():
         torch.testing.assert_close(p, dict(resumed.model.policy.named_parameters())[name], rtol=1e-5, atol=1e-6)
+
+
+def test_collapse_warnings_reach_the_log_once_per_excursion(tmp_path, tokenizer, models, prompt_dataset, caplog):
+    # threshold below any KL: the signal is on from the first update and stays on, so it warns once in 3 updates
+    args = PPOMaxConfig(**common_args(tmp_path, critic_warmup_steps=0, total_episodes=12, collapse_kl_threshold=-1.0))
+    policy, reward_model, _ = models
+    trainer = PPOMaxTrainer(args, tokenizer, policy, None, reward_model, prompt_dataset, None)
+    with caplog.at_level("WARNING", logger="ppomax_trl.rollout"):
+        trainer.train()
+    assert trainer.state.global_step == 3
+    kl_warnings = [r.getMessage() for r in caplog.records if "collapse_kl_threshold=-1.0" in r.getMessage()]
+    assert len(kl_warnings) == 1 and kl_warnings[0].startswith("Step 1: ")
+    share = trainer.collapse_monitor.initial_max_length_share
+    assert share == next(e["ppomax/max_length_share"] for e in trainer.state.log_history if e.get("step") == 1)
 
 
 def test_lora_policy_uses_disabled_adapter_as_reference(tmp_path, tokenizer, models, prompt_dataset):

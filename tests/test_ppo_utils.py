@@ -29,6 +29,7 @@ from torch.testing import assert_close
 from ppomax_trl.ppo_utils import (
     MIN_RUNNING_STD,
     AdaptiveKLController,
+    CollapseMonitor,
     FixedKLController,
     RunningMoments,
     batch_moments,
@@ -661,3 +662,50 @@ def test_explained_variance_matches_numpy():
     # constant targets: 0, not NaN
     constant = torch.full((6, 8), 3.0, dtype=DTYPE)
     assert explained_variance(predictions, constant, mask).item() == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Collapse monitor
+# ---------------------------------------------------------------------------------------------------------------------
+def collapse_warning_steps(monitor, shares, kls):
+    """Which steps warned about what: {"off": [...], "length": [...], "kl": [...]}."""
+    found = {"off": [], "length": [], "kl": []}
+    for step, (share, kl) in enumerate(zip(shares, kls, strict=True), start=1):
+        for message in monitor.check(step, share, kl, response_length=24):
+            kind = "off" if "monitor is off" in message else "length" if "stop token" in message else "kl"
+            assert message.startswith(f"Step {step}: ")
+            found[kind].append(step)
+    return found
+
+
+def test_collapse_monitor_warns_once_per_excursion():
+    shares = [0.2, 0.95, 1.0, 1.0, 0.5, 0.92, 0.3]
+    kls = [0.0, 1.5, 2.0, 0.5, 0.9, 1.2, 1.01]
+    # naive twin: a warning wherever the signal is on and was off (or absent) one step before
+    length_on = [share >= 0.9 for share in shares]
+    kl_on = [kl > 1.0 for kl in kls]
+    rising = lambda on: [i + 1 for i, v in enumerate(on) if v and (i == 0 or not on[i - 1])]  # noqa: E731
+    found = collapse_warning_steps(CollapseMonitor(0.9, 1.0), shares, kls)
+    assert found == {"off": [], "length": rising(length_on), "kl": rising(kl_on)}
+    assert found["length"] == [2, 6] and found["kl"] == [2, 6]
+
+
+def test_collapse_monitor_length_signal_is_judged_against_the_first_update():
+    # responses already hit the cap before training: one notice, no length warnings, the KL monitor stays on
+    found = collapse_warning_steps(CollapseMonitor(0.9, 1.0), [0.95, 0.5, 1.0, 1.0], [0.0, 0.0, 3.0, 3.0])
+    assert found == {"off": [1], "length": [], "kl": [3]}
+    # no stop token: every response runs to the cap by construction, so the length signal is never judged
+    found = collapse_warning_steps(CollapseMonitor(0.9, 1.0, watch_length=False), [1.0, 1.0], [0.0, 0.0])
+    assert found == {"off": [], "length": [], "kl": []}
+
+
+def test_collapse_monitor_state_survives_a_checkpoint():
+    first = CollapseMonitor(0.9, 1.0)
+    first.check(1, 1.0, 0.0, response_length=24)  # the off notice
+    resumed = CollapseMonitor(0.9, 1.0)
+    resumed.load_state_dict(first.state_dict())
+    assert collapse_warning_steps(resumed, [1.0, 1.0], [0.0, 0.0]) == {"off": [], "length": [], "kl": []}
+    # a checkpoint without the state (written before the monitor kept any) takes the next update as its baseline
+    legacy = CollapseMonitor(0.9, 1.0)
+    legacy.load_state_dict({})
+    assert collapse_warning_steps(legacy, [0.1, 1.0], [0.0, 0.0])["length"] == [2]
