@@ -65,7 +65,8 @@ def test_benchmark_smoke_reports_every_implementation(tmp_path):
 @pytest.mark.slow
 def test_stability_benchmark_smoke_runs_every_setting_and_reports(tmp_path):
     run_benchmark(STABILITY, "smoke", "--out", str(tmp_path))
-    expected = {"default": {"vanilla", "ppo_max"}, "default_vader": {"vanilla", "ppo_max"},
+    expected = {"default": {"vanilla", "ppo_max", "ppo_max_4_epochs"},
+                "default_vader": {"vanilla", "ppo_max", "ppo_max_4_epochs"},
                 "aggressive": {"vanilla", "ppo_max", "ppo_max_no_kl", "ppo_max_no_reward_norm", "ppo_max_no_warmup"}}  # fmt: skip
     for setting, runs in expected.items():
         records = {path.stem: json.loads(path.read_text()) for path in (tmp_path / setting).glob("*.json")}
@@ -94,3 +95,8 @@ def test_stability_benchmark_smoke_runs_every_setting_and_reports(tmp_path):
     assert ablations["ppo_max_no_reward_norm"]["use_reward_clip"] is False
     assert ablations["ppo_max_no_warmup"]["critic_warmup_steps"] == 0
     assert ablations["ppo_max"]["critic_warmup_steps"] == 1  # tiny smoke: one warm-up rollout
+    default_configs = {
+        path.stem: json.loads(path.read_text())["config"] for path in (tmp_path / "default").glob("*.json")
+    }
+    assert default_configs["ppo_max"]["num_ppo_epochs"] == 1
+    assert default_configs["ppo_max_4_epochs"]["num_ppo_epochs"] == default_configs["vanilla"]["num_ppo_epochs"] == 4
