@@ -539,19 +539,33 @@ def plot_setting(records: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def train_reward_windows(record: dict, window: int = 30) -> tuple[float, float, int]:
+    """Mean raw reward of the rollouts of the first and of the last `window` PPO updates (warm-up excluded), and the
+    window used: 8 x 30 = 240 samples per mean, a steadier gain estimate than 32 held-out samples (+-0.09 for VADER)."""
+    scores = [
+        row["ppomax/raw_score_mean"]
+        for row in record["train"]
+        if "ppomax/raw_score_mean" in row and not row.get("ppomax/critic_warmup")
+    ]
+    window = max(1, min(window, len(scores) // 2))
+    return statistics.fmean(scores[:window]), statistics.fmean(scores[-window:]), window
+
+
 def table_markdown(records: list[dict]) -> str:
     lines = [
         (
-            "| run | updates | reward | VADER | KL/seq | KL/token | length | distinct-2 | rep. trigram "
-            "| ppl policy | ppl ref (x start) | distinct completions |"
+            "| run | updates | reward | VADER | train reward (first -> last n updates) | KL/seq | KL/token | length "
+            "| distinct-2 | rep. trigram | ppl policy | ppl ref (x start) | distinct completions |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for record in records:
         first, last = record["evals"][0], record["evals"][-1]
+        train_first, train_last, window = train_reward_windows(record)
         lines.append(
             f"| {record['run']} | {last['update']} | {first['reward']:+.2f} -> {last['reward']:+.2f} "
-            f"| {first['vader']:+.2f} -> {last['vader']:+.2f} | {last['kl_seq']:.2f} | {last['kl_token']:.3f} "
+            f"| {first['vader']:+.2f} -> {last['vader']:+.2f} | {train_first:+.2f} -> {train_last:+.2f} (n={window}) "
+            f"| {last['kl_seq']:.2f} | {last['kl_token']:.3f} "
             f"| {last['length']:.1f} | {first['distinct_2']:.2f} -> {last['distinct_2']:.2f} "
             f"| {last['repeated_trigram_rate']:.3f} | {last['ppl_policy']:.2f} "
             f"| {first['ppl_ref']:.2f} -> {last['ppl_ref']:.2f} ({last['ppl_ref'] / first['ppl_ref']:.2f}x) "

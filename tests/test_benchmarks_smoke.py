@@ -87,6 +87,10 @@ def test_stability_benchmark_smoke_runs_every_setting_and_reports(tmp_path):
         assert (tmp_path / f"{setting}.png").read_bytes()[:4] == b"\x89PNG"
         table = (tmp_path / f"{setting}.md").read_text()
         assert all(f"| {run} |" in table for run in runs)
+        for name, record in records.items():  # the training-reward column: first and last PPO update (n = 1 of 2)
+            scores = [row["ppomax/raw_score_mean"] for row in record["train"] if not row.get("ppomax/critic_warmup")
+                      and "ppomax/raw_score_mean" in row]  # fmt: skip
+            assert len(scores) == 2 and f"| {scores[0]:+.2f} -> {scores[1]:+.2f} (n=1) |" in table, name
     ablations = {
         path.stem: json.loads(path.read_text())["config"] for path in (tmp_path / "aggressive").glob("*.json")
     }
