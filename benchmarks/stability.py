@@ -530,8 +530,8 @@ def plot_setting(records: list[dict], path: Path, title: str) -> None:
             ax.plot(updates, [e[key] for e in record["evals"]], marker=".", label=record["run"])
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel("PPO update")
-        if key == "kl_seq":
-            ax.set_yscale("symlog")  # collapsed runs reach tens of nats
+        if key == "kl_seq" and max(e[key] for r in records for e in r["evals"]) > 10:
+            ax.set_yscale("symlog", linthresh=1.0)  # collapsed runs reach tens of nats; small KLs stay linear
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
