@@ -15,6 +15,7 @@
 
 import copy
 import inspect
+import json
 import math
 import os
 from collections import defaultdict
@@ -401,11 +402,19 @@ def test_resume_continues_exactly(tmp_path, tokenizer, prompt_dataset):
     checkpoint = str(tmp_path / "resumed" / "out" / "checkpoint-2")
     assert os.path.isfile(os.path.join(checkpoint, "ppomax_state.json"))
     assert os.path.isdir(os.path.join(checkpoint, "value_model"))
+    # the collapse monitor keeps judging length against the first update of the whole run, not of the resumed part:
+    # the checkpoint carries that baseline, and a marker value written into it must be what the resumed run uses
+    state_path = os.path.join(checkpoint, "ppomax_state.json")
+    with open(state_path) as f:
+        state = json.load(f)
+    first_share = next(e["ppomax/max_length_share"] for e in full.state.log_history if e.get("step") == 1)
+    assert state["collapse_monitor"]["initial_max_length_share"] == pytest.approx(first_share)
+    state["collapse_monitor"]["initial_max_length_share"] = 0.125
+    with open(state_path, "w") as f:
+        json.dump(state, f)
     resumed = make("resumed2")
     resumed.train(resume_from_checkpoint=checkpoint)
-    # the collapse monitor keeps judging length against the first update of the whole run, not of the resumed part
-    first_share = next(e["ppomax/max_length_share"] for e in full.state.log_history if e.get("step") == 1)
-    assert resumed.collapse_monitor.initial_max_length_share == pytest.approx(first_share)
+    assert resumed.collapse_monitor.initial_max_length_share == 0.125
 
     keys = ["objective/scores", "objective/kl", "loss/policy_avg", "loss/value_avg", "ppomax/running_mean"]
     steps_full = {e["step"]: e for e in full.state.log_history if "objective/scores" in e}
