@@ -122,16 +122,19 @@ def entropy_bonus_loss(
 
 
 def language_modeling_loss(
-    logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100
+    logits: torch.Tensor, labels: torch.Tensor, *, ignore_index: int = -100, num_tokens: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-ptx term ([P] Eq. 17): `-(1/N_ptx) sum_k log pi(u_k | u_<k)` over target tokens.
 
     Args:
         logits (`(B, S, V)`): policy logits for the ptx batch.
         labels (`(B, S)`): token ids, `ignore_index` where no loss is wanted; shifted here (position s predicts s+1).
+        num_tokens (`torch.Tensor`, *optional*): `N_ptx`, the normaliser. Default: this batch's target tokens. A
+            trainer passes the target count of the whole minibatch (all micro-batches and processes), so that the
+            loss does not depend on how the minibatch is split.
 
     Returns:
-        `loss` and detached `accuracy` (greedy next-token accuracy over target tokens).
+        `loss` and detached `accuracy` (greedy next-token accuracy over this batch's target tokens).
     """
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
@@ -140,7 +143,7 @@ def language_modeling_loss(
         raise ValueError("The ptx batch has no target tokens; every label is `ignore_index`.")
     safe_labels = shift_labels.masked_fill(~target_mask, 0)
     token_logprobs = torch.gather(shift_logits.log_softmax(-1), -1, safe_labels.unsqueeze(-1)).squeeze(-1)
-    loss = -masked_sum(token_logprobs, target_mask) / target_mask.sum()
+    loss = -masked_sum(token_logprobs, target_mask) / (target_mask.sum() if num_tokens is None else num_tokens)
     with torch.no_grad():
         accuracy = ((shift_logits.argmax(-1) == shift_labels) & target_mask).sum() / target_mask.sum()
     return loss, {"accuracy": accuracy}

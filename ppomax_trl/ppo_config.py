@@ -79,17 +79,26 @@ class OnlineRolloutConfig(TrainingArguments):
     response_length: int = field(default=53, metadata={"help": "Maximum number of new tokens per response."})
     stop_token: str | None = field(
         default=None,
-        metadata={"help": "'eos': stop responses at the tokenizer's EOS. Exclusive with `stop_token_id`."},
+        metadata={
+            "help": "'eos': stop responses at the tokenizer's EOS. None (and no `stop_token_id`): stop at the policy's "
+            "`generation_config.eos_token_id` (one id or a list), else the tokenizer's EOS, as TRL 1.12's `generate` "
+            "did. The stop token is kept as the last response token; later positions are padding, out of every loss. "
+            "Exclusive with `stop_token_id`."
+        },
     )
     stop_token_id: int | None = field(
-        default=None, metadata={"help": "Token id that stops a response. Exclusive with `stop_token`."}
+        default=None,
+        metadata={"help": "Token id that stops a response, instead of the EOS. Exclusive with `stop_token`."},
     )
     temperature: float = field(
         default=0.7, metadata={"help": "Sampling temperature; also divides the logits of every log-prob."}
     )
     missing_eos_penalty: float | None = field(
         default=None,
-        metadata={"help": "Subtracted from the (shaped) score of responses that end without a stop token."},
+        metadata={
+            "help": "Subtracted from the (shaped) score of responses that reach `response_length` without a stop "
+            "token (the EOS by default)."
+        },
     )
     world_size: int | None = field(default=None, metadata={"help": "Set by the trainer: number of processes."})
     num_total_batches: int | None = field(default=None, metadata={"help": "Set by the trainer: number of updates."})
@@ -129,7 +138,13 @@ class OnlineRolloutConfig(TrainingArguments):
             "gradient_accumulation_steps` and `num_mini_batches` is derived."
         },
     )
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold for rollouts."})
+    top_p: float = field(
+        default=1.0,
+        metadata={
+            "help": "Nucleus sampling threshold for rollouts. Below 1 the sampler truncates the distribution while the "
+            "log-probs use the full softmax, so updates are slightly off-policy (warned once)."
+        },
+    )
     max_prompt_length: int | None = field(
         default=None,
         metadata={"help": "Prompts longer than this (in tokens) raise an error. None: no limit is checked."},

@@ -151,9 +151,23 @@ class PPOTrainer(OnlineRolloutTrainer):
     # Critic
     # ------------------------------------------------------------------------------------------------------------------
     def _build_value_model(self, policy: nn.Module, reward_model: nn.Module | None) -> nn.Module:
-        """The given critic; else a trainable copy of the reward model (PPO-max), else the policy backbone + head."""
+        """The given critic; else a trainable copy of the reward model (PPO-max), else the policy backbone + head.
+
+        A reward model with its own tokenizer (`reward_processing_class`) cannot read the policy's token ids, which
+        the critic is fed, so its copy is not a critic: the policy backbone + head is used instead.
+        """
         value_model = self._given_value_model
         if value_model is None:
+            if reward_model is not None and getattr(self, "reward_processing_class", None) is not None:
+                warnings.warn(
+                    "The reward model has its own tokenizer (`reward_processing_class`), so it cannot read the "
+                    "policy's token ids that the critic is fed: the critic starts from the policy backbone with a new "
+                    "scalar head, not from a copy of the reward model. To start it elsewhere, pass `value_model` (a "
+                    "sequence classifier with one label over the policy's vocabulary).",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                reward_model = None
             value_model = self._initial_critic(reward_model, policy)
         if self._value_peft_config is not None:
             config = copy.deepcopy(self._value_peft_config)
@@ -246,8 +260,10 @@ class PPOTrainer(OnlineRolloutTrainer):
     def _warmup_converged(self) -> bool:
         """[P] §5.3.3: pre-train the critic until the value loss approaches zero."""
         threshold = self.args.critic_warmup_loss_threshold
-        value_losses = self._update_stats["loss/value_avg"]
-        return threshold is not None and sum(value_losses) / len(value_losses) < threshold
+        if threshold is None:
+            return False
+        # one decision for all processes: a rank that left the warm-up alone would train a different policy and hang
+        return self._reduced_mean(torch.tensor(self._update_stats["loss/value_avg"])) < threshold
 
     # ------------------------------------------------------------------------------------------------------------------
     # PPO update, in paper order
@@ -266,8 +282,9 @@ class PPOTrainer(OnlineRolloutTrainer):
         rollout.update(advantages=advantages, returns=returns)
         loss, grad_norm = self.ppo_epochs(model, rollout, is_warmup)
 
-        kl_per_seq = (per_token_kl * rollout["response_mask"]).sum(1)
-        self.kl_ctl.update(self.accelerator.reduce(kl_per_seq.mean(), "mean").item(), args.batch_size)
+        if not is_warmup:  # the policy does not move in the warm-up: its ~0 KL would only shrink an adaptive coef
+            kl_per_seq = (per_token_kl * rollout["response_mask"]).sum(1)
+            self.kl_ctl.update(self.accelerator.reduce(kl_per_seq.mean(), "mean").item(), args.batch_size)
         self._record_rollout_metrics(
             rollout, raw_scores, shaped_scores, non_score_rewards, per_token_kl, is_warmup, start_time
         )
@@ -317,33 +334,91 @@ class PPOTrainer(OnlineRolloutTrainer):
     def ppo_epochs(self, model: nn.Module, batch: dict, is_warmup: bool) -> tuple[torch.Tensor, float | None]:
         """`num_ppo_epochs` shuffled passes over the buffer; the critic alone learns during the warm-up."""
         stats = defaultdict(list)
-        saved_lrs = self._freeze_policy_lr() if is_warmup else None
+        use_ptx = self.args.ptx_coef > 0 and not is_warmup
+        minibatch = {}
+
+        def start_minibatch(mb_inds: torch.Tensor) -> None:
+            # the ptx rows of every micro-batch are drawn up front, so that their target tokens can be counted
+            minibatch["ptx"] = [self._next_ptx_batch() for _ in range(self.num_micro_batches)] if use_ptx else []
+            minibatch["num_tokens"], minibatch["ptx_num_tokens"] = self._loss_normalizers(
+                batch["response_mask"][mb_inds], [ptx["target_mask"] for ptx in minibatch["ptx"]]
+            )
 
         def micro_batch_loss(mc_inds: torch.Tensor, mb_inds: torch.Tensor) -> torch.Tensor:
-            mb_num_tokens = batch["response_mask"][mb_inds].sum().clamp(min=1).float()
-            return self._micro_batch_loss(model, batch, mc_inds, mb_num_tokens, is_warmup, stats)
+            return self._micro_batch_loss(
+                model, batch, mc_inds, minibatch["num_tokens"], is_warmup, stats,
+                ptx_inputs=minibatch["ptx"].pop(0) if use_ptx else None, ptx_num_tokens=minibatch["ptx_num_tokens"],
+            )  # fmt: skip
 
-        loss, grad_norm = self.minibatch_passes(model, self.args.num_ppo_epochs, micro_batch_loss)
-        if saved_lrs is not None:
-            for group, lr in zip(self.optimizer.param_groups, saved_lrs, strict=True):
-                group["lr"] = lr
+        with self._critic_only_steps() if is_warmup else contextlib.nullcontext():
+            loss, grad_norm = self.minibatch_passes(
+                model, self.args.num_ppo_epochs, micro_batch_loss, start_minibatch=start_minibatch
+            )
         self._update_stats = stats
         return loss, grad_norm
 
-    def _freeze_policy_lr(self) -> list[float]:
-        """Critic warm-up: policy groups get lr 0 (AdamW then leaves them bit-identical, weight decay included)."""
-        saved = [group["lr"] for group in self.optimizer.param_groups]
-        for group in self.optimizer.param_groups:
-            if group.get("ppomax_module") == "policy" or any(id(p) in self._policy_param_ids for p in group["params"]):
-                group["lr"] = 0.0
-        return saved
+    @contextlib.contextmanager
+    def _critic_only_steps(self):
+        """Critic warm-up ([P] §5.3.3): optimizer steps that train the critic alone and leave no trace on the policy.
 
-    def _micro_batch_loss(self, model, batch, inds, mb_num_tokens, is_warmup, stats) -> torch.Tensor:
+        - the critic steps at its base learning rate: the schedule is held at step 0 during the warm-up, where a
+          schedule with an LR warm-up has a multiplier of 0;
+        - policy groups step at lr 0, which leaves their weights bit-identical under AdamW (weight decay included),
+          and their optimizer state (moments, step counts) is restored afterwards, so that bias correction after the
+          warm-up is exactly that of a run without one.
+        """
+        groups = self.optimizer.param_groups
+        saved_lrs = [group["lr"] for group in groups]
+        policy_groups = [group for group in groups if self._is_policy_group(group)]
+        inner = _innermost_optimizer(self.optimizer)
+        saved_state = {}
+        for group in policy_groups:
+            for param in group["params"]:
+                state = inner.state.get(param)
+                saved_state[param] = None if state is None else {k: _clone(v) for k, v in state.items()}
+        for group in groups:
+            group["lr"] = 0.0 if self._is_policy_group(group) else group.get("initial_lr", group["lr"])
+        try:
+            yield
+        finally:
+            for group, lr in zip(groups, saved_lrs, strict=True):
+                group["lr"] = lr
+            for param, state in saved_state.items():
+                if state is None:
+                    inner.state.pop(param, None)
+                else:
+                    inner.state[param] = state
+
+    def _is_policy_group(self, group: dict) -> bool:
+        # DeepSpeed swaps `params` for flat partitions but keeps the tag; the ids cover a user-given optimizer
+        return group.get("ppomax_module") == "policy" or any(id(p) in self._policy_param_ids for p in group["params"])
+
+    def _loss_normalizers(
+        self, response_mask: torch.Tensor, ptx_target_masks: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token counts that turn a minibatch's summed token losses into token means: `(N_rollout, N_ptx)`.
+
+        The counts are global (one all-reduce over processes) and divided by the number of processes, because DDP
+        and DeepSpeed average gradients over processes: the averaged gradient is then that of the token mean over the
+        whole minibatch, however its rows are spread over processes and micro-batches (a per-process mean would
+        weigh a process's short responses like another's long ones). `N_ptx` counts ptx target tokens (labels are
+        shifted, so position 0 is never a target); `None` without ptx.
+        """
+        counts = [response_mask.sum()]
+        if ptx_target_masks:
+            counts.append(sum(mask[:, 1:].sum() for mask in ptx_target_masks))
+        totals = self._all_reduce_sum(torch.stack(counts).to(torch.float64).cpu())
+        per_process = (totals.clamp(min=1) / self.accelerator.num_processes).float().to(self.args.device)
+        return per_process[0], (per_process[1] if ptx_target_masks else None)
+
+    def _micro_batch_loss(
+        self, model, batch, inds, mb_num_tokens, is_warmup, stats, ptx_inputs=None, ptx_num_tokens=None
+    ) -> torch.Tensor:
+        """This micro-batch's share of the minibatch loss: token sums over `mb_num_tokens` (see `_loss_normalizers`)."""
         args = self.args
         context = batch["queries"].size(1)
         inputs = self._sequence_inputs(batch, inds)
         responses, mask = batch["responses"][inds], batch["response_mask"][inds]
-        ptx_inputs = self._next_ptx_batch() if args.ptx_coef > 0 and not is_warmup else None
         num_rollout_rows, seq_len = inputs["input_ids"].shape
         if ptx_inputs is not None:
             # one forward over rollout + ptx rows keeps a single DDP/DeepSpeed forward-backward per micro-batch
@@ -379,10 +454,13 @@ class PPOTrainer(OnlineRolloutTrainer):
             if args.entropy_coef > 0:
                 loss = loss + args.entropy_coef * entropy_loss
             if ptx_inputs is not None:
-                ptx_loss, ptx_stats = language_modeling_loss(logits[num_rollout_rows:], ptx_labels)
-                # ptx loss is a mean per micro-batch; scale so the minibatch averages its micro-batches
-                loss = loss + args.ptx_coef * ptx_loss / self.num_micro_batches
-                stats["loss/ptx_avg"].append(ptx_loss.item())
+                ptx_loss, ptx_stats = language_modeling_loss(
+                    logits[num_rollout_rows:], ptx_labels, num_tokens=ptx_num_tokens
+                )
+                loss = loss + args.ptx_coef * ptx_loss
+                # logged as this micro-batch's own token mean, like the policy and value losses
+                ptx_tokens = (ptx_labels[:, 1:] != -100).sum().item()
+                stats["loss/ptx_avg"].append(ptx_loss.item() * float(ptx_num_tokens) / max(ptx_tokens, 1))
                 stats["ptx/accuracy"].append(ptx_stats["accuracy"].item())
         stats["loss/policy_avg"].append(pg_loss.item() * mb_num_tokens.item() / max(mask.sum().item(), 1))
         stats["loss/value_avg"].append(vf_loss.item() * mb_num_tokens.item() / max(mask.sum().item(), 1))
@@ -484,6 +562,17 @@ class PPOMaxTrainer(PPOTrainer):
 # ----------------------------------------------------------------------------------------------------------------------
 # Module-level helpers
 # ----------------------------------------------------------------------------------------------------------------------
+def _innermost_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The optimizer that holds the state under accelerate's (and DeepSpeed's) wrappers."""
+    while hasattr(optimizer, "optimizer"):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _clone(value: Any) -> Any:
+    return value.clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+
+
 def _stack_with_ptx(inputs: dict, ptx: dict, pad_token_id: int) -> tuple[dict, torch.Tensor]:
     """Right-pad rollout and ptx rows to one width and stack them; ptx labels are its target tokens, -100 elsewhere."""
     width = max(inputs["input_ids"].size(1), ptx["input_ids"].size(1))

@@ -83,6 +83,36 @@ def truncate_after_stop(
     return truncated, response_mask, stopped
 
 
+def reward_readout_indices(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, pad_token_id: int | None
+) -> torch.Tensor:
+    """Position at which a sequence classifier (reward model) reads its score: the last attended non-pad token.
+
+    transformers' `*ForSequenceClassification.forward` pools at `argmax_t(t * [x_t != pad])`, the rightmost token that
+    is not `config.pad_token_id`. A reward model trained by TRL's `RewardTrainer` on a tokenizer without a pad token
+    has pad = EOS, so it reads the token *before* the EOS, and that is where its head was trained. Restricting the rule
+    to attended positions keeps it independent of left or right padding:
+
+        i_b = max{t : m_bt = 1 and x_bt != pad}, or max{t : m_bt = 1} when that set is empty or `pad` is `None`.
+
+    Args:
+        input_ids (`torch.Tensor` of shape `(B, S)`): token ids (any value at unattended positions).
+        attention_mask (`torch.Tensor` of shape `(B, S)`): 1 for real tokens, 0 for padding.
+        pad_token_id (`int` or `None`): the reward model's `config.pad_token_id`.
+
+    Returns:
+        `torch.Tensor` of shape `(B,)` (long): the readout index, `-1` for a row with no attended position.
+    """
+    positions = torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)  # (B, S)
+    attended = attention_mask.bool()
+    last_attended = torch.where(attended, positions, -1).max(dim=1).values  # (B,)
+    if pad_token_id is None:
+        return last_attended
+    readable = attended & (input_ids != pad_token_id)
+    last_readable = torch.where(readable, positions, -1).max(dim=1).values  # (B,)
+    return torch.where(last_readable >= 0, last_readable, last_attended)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Masked statistics
 # ----------------------------------------------------------------------------------------------------------------------

@@ -259,7 +259,8 @@ class OnlineRolloutTrainer(Trainer):
                     f"The reward model has num_labels={reward_model.config.num_labels}; it must output one scalar "
                     "(`num_labels=1`)."
                 )
-        self.stop_token_ids = self._resolve_stop_token_ids(args, processing_class)
+        self.stop_token_ids = self._resolve_stop_token_ids(args, processing_class, model)
+        self._warn_about_sampling(args, model)
 
         # ---- models: policy (+PEFT), reference, reward model, critic (subclass hook)
         is_peft = peft_config is not None or (is_peft_available() and isinstance(model, PeftModel))
@@ -275,6 +276,7 @@ class OnlineRolloutTrainer(Trainer):
             ref_model = freeze(copy_model(model))
         if peft_config is not None:
             model = get_peft_model(model, peft_config)
+        self.reward_processing_class = reward_processing_class  # read by `_build_value_model`
         value_model = self._build_value_model(model, reward_model)
         for module in (model, ref_model, reward_model, value_model):
             if module is not None:
@@ -282,7 +284,6 @@ class OnlineRolloutTrainer(Trainer):
         self.is_peft_model = is_peft
         self.ref_model = freeze(ref_model) if ref_model is not None else None
         self.reward_model = freeze(reward_model) if reward_model is not None else None
-        self.reward_processing_class = reward_processing_class
         self.policy_model, self.value_model = model, value_model
 
         # ---- data
@@ -365,14 +366,26 @@ class OnlineRolloutTrainer(Trainer):
             )
 
     @staticmethod
-    def _resolve_stop_token_ids(args: OnlineRolloutConfig, tokenizer) -> list[int] | None:
+    def _resolve_stop_token_ids(
+        args: OnlineRolloutConfig, tokenizer, model: nn.Module | None = None
+    ) -> list[int] | None:
+        """Ids that end a response: `stop_token='eos'` -> the tokenizer's EOS; `stop_token_id`; else (TRL 1.12, where
+        `generate` stopped at the model's EOS) the policy's `generation_config.eos_token_id` (int or list), falling
+        back to the tokenizer's EOS. `None` only when neither exists."""
         if args.stop_token == "eos":
             if tokenizer.eos_token_id is None:
                 raise ValueError("`stop_token='eos'` but the tokenizer has no EOS token; set `stop_token_id` instead.")
             return [tokenizer.eos_token_id]
         if args.stop_token_id is not None:
             return [args.stop_token_id]
-        return None
+        generation_config = getattr(_peft_base(model), "generation_config", None) if model is not None else None
+        eos = getattr(generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        if eos is None:
+            return None
+        eos = torch.as_tensor(eos).flatten().tolist()  # int, list or tensor
+        return list(dict.fromkeys(int(i) for i in eos)) or None
 
     def _prepare_prompt_dataset(self, dataset: Dataset, tokenizer, args: OnlineRolloutConfig, split: str) -> Dataset:
         columns = dataset.column_names
@@ -592,23 +605,80 @@ class OnlineRolloutTrainer(Trainer):
 
     @contextlib.contextmanager
     def _policy_generation_context(self, model: nn.Module, generation_kwargs: dict):
+        """The unwrapped policy in eval mode, its `generation_config` swapped for one holding only `generation_kwargs`
+        (plus speed and memory settings) and restored on exit."""
         from trl.models import unwrap_model_for_generation
 
         with unwrap_model_for_generation(
             model, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
         ) as unwrapped:
             policy = unwrapped.policy
-            gen_config = _peft_base(policy).generation_config
-            saved = {key: getattr(gen_config, key, None) for key in generation_kwargs}
-            # override the model's own generation config, so e.g. its EOS cannot stop a run that has no stop token
-            gen_config.update(**generation_kwargs)
+            base = _peft_base(policy)
+            own_config = base.generation_config
+            # `generate` fills every field we leave unset from the model's own config (repetition penalty, n-gram
+            # bans, min length, ...): with only our settings there, sampling is exactly softmax(logits / T) (top-p
+            # aside), the distribution that the rollout log-probs, ratios and KL describe
+            base.generation_config = self._sampling_generation_config(own_config, generation_kwargs)
             was_training = policy.training
             policy.eval()
             try:
                 yield policy
             finally:
-                gen_config.update(**saved)
+                base.generation_config = own_config
                 policy.train(was_training)
+
+    # Fields of a model's own generation config that `generate` would apply while sampling, with their neutral values.
+    _SAMPLING_PROCESSORS: ClassVar[dict[str, Any]] = {
+        "top_k": 0, "typical_p": 1.0, "min_p": None, "top_h": None, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+        "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+        "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "sequence_bias": None, "suppress_tokens": None,
+        "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None, "min_length": 0,
+        "min_new_tokens": 0, "exponential_decay_length_penalty": None, "renormalize_logits": False,
+        "guidance_scale": 1.0, "watermarking_config": None, "num_beams": 1, "penalty_alpha": None,
+        "dola_layers": None, "stop_strings": None,
+    }  # fmt: skip
+    # Fields carried over from the model's own generation config: they change speed or memory, not the distribution.
+    _CARRIED_GENERATION_FIELDS: ClassVar[tuple[str, ...]] = (
+        "use_cache", "cache_implementation", "cache_config", "compile_config", "disable_compile", "prefill_chunk_size",
+    )  # fmt: skip
+
+    @classmethod
+    def _sampling_generation_config(cls, own_config: GenerationConfig | None, kwargs: dict) -> GenerationConfig:
+        """A fresh `GenerationConfig` with `kwargs` and the model's speed/memory settings, nothing else."""
+        config = GenerationConfig(**kwargs)
+        for key in cls._CARRIED_GENERATION_FIELDS:
+            value = getattr(own_config, key, None)
+            if value is not None:
+                setattr(config, key, value)
+        return config
+
+    @classmethod
+    def _ignored_sampling_processors(cls, own_config: GenerationConfig | None) -> dict[str, Any]:
+        """The non-neutral `_SAMPLING_PROCESSORS` of a model's own generation config (all ignored by the sampler)."""
+        found = {}
+        for key, neutral in cls._SAMPLING_PROCESSORS.items():
+            value = getattr(own_config, key, None)
+            if value is None or value == neutral or (isinstance(value, (list, tuple, dict)) and not value):
+                continue
+            found[key] = value
+        return found
+
+    def _warn_about_sampling(self, args: OnlineRolloutConfig, model: nn.Module) -> None:
+        """Say once, at construction, where rollout sampling is not the model's default or not exactly pi_old."""
+        if args.top_p < 1:
+            logger.warning(
+                f"Rollouts sample with top_p={args.top_p}: the nucleus cut truncates the sampling distribution, while "
+                "the rollout and training log-probs use the full softmax(logits / temperature), so each update is "
+                "slightly off-policy. Set `top_p=1.0` to sample exactly from the policy."
+            )
+        ignored = self._ignored_sampling_processors(getattr(_peft_base(model), "generation_config", None))
+        if ignored:
+            settings = ", ".join(f"{key}={value!r}" for key, value in ignored.items())
+            logger.warning(
+                f"The policy's own generation_config sets {settings}. Rollouts ignore these and sample from "
+                "softmax(logits / temperature) (nucleus-cut by the config's `top_p`), the distribution that the PPO "
+                "ratios and the KL penalty are computed for."
+            )
 
     def _generation_kwargs(self, temperature: float, top_p: float) -> dict:
         return {
@@ -629,10 +699,12 @@ class OnlineRolloutTrainer(Trainer):
         pad_id = self.processing_class.pad_token_id
         kwargs = self._generation_kwargs(temperature, top_p)
         chunks = []
-        with self._policy_generation_context(model, kwargs) as policy:
+        # autocast as in training (bf16 runs), so the sampler is the policy whose log-probs the rollout computes
+        with self._policy_generation_context(model, kwargs) as policy, self.accelerator.autocast():
+            generation_config = _peft_base(policy).generation_config
             for i in range(0, queries.size(0), self.args.local_rollout_forward_batch_size):
                 ids, mask = (t[i : i + self.args.local_rollout_forward_batch_size] for t in (queries, query_mask))
-                out = policy.generate(input_ids=ids, attention_mask=mask, generation_config=GenerationConfig(**kwargs))
+                out = policy.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config)
                 chunks.append(out[:, queries.size(1) :])
         width = max(1, max(c.size(1) for c in chunks))
         responses = torch.cat([nn.functional.pad(c, (0, width - c.size(1)), value=pad_id) for c in chunks])
@@ -655,23 +727,26 @@ class OnlineRolloutTrainer(Trainer):
         logprobs, ref_logprobs, values = [], [], []
         unwrapped = self.accelerator.unwrap_model(model)
         context = queries.size(1)
-        for i in range(0, queries.size(0), self.args.local_rollout_forward_batch_size):
-            chunk = slice(i, i + self.args.local_rollout_forward_batch_size)
-            inputs = self._sequence_inputs(batch, chunk)
-            responses = batch["responses"][chunk]
-            # output at position p scores the token at p + 1: response token t is read at context - 1 + t, i.e. the
-            # last T + 1 positions without the final one
-            num_kept = responses.size(1) + 1
-            policy_logits = causal_lm_logits(unwrapped.policy, inputs, num_kept)[:, :-1]
-            logprobs.append(_gather_response_logprobs(policy_logits, responses, self.args.temperature))
-            del policy_logits
-            with self._reference_context(unwrapped) as ref_model:
-                ref_logits = causal_lm_logits(ref_model, inputs, num_kept)[:, :-1]
-            ref_logprobs.append(_gather_response_logprobs(ref_logits, responses, self.args.temperature))
-            del ref_logits
-            if unwrapped.value_model is not None:
-                critic = per_position_scores(unwrapped.value_model, inputs["input_ids"], inputs["attention_mask"])
-                values.append(critic[:, context - 1 : -1].float())
+        # the training forward runs the prepared model under accelerate's autocast; the rollout calls the sub-models
+        # directly, so it enters the same autocast, or a bf16 run starts with rho != 1 and V_old != V
+        with self.accelerator.autocast():
+            for i in range(0, queries.size(0), self.args.local_rollout_forward_batch_size):
+                chunk = slice(i, i + self.args.local_rollout_forward_batch_size)
+                inputs = self._sequence_inputs(batch, chunk)
+                responses = batch["responses"][chunk]
+                # output at position p scores the token at p + 1: response token t is read at context - 1 + t, i.e.
+                # the last T + 1 positions without the final one
+                num_kept = responses.size(1) + 1
+                policy_logits = causal_lm_logits(unwrapped.policy, inputs, num_kept)[:, :-1]
+                logprobs.append(_gather_response_logprobs(policy_logits, responses, self.args.temperature))
+                del policy_logits
+                with self._reference_context(unwrapped) as ref_model:
+                    ref_logits = causal_lm_logits(ref_model, inputs, num_kept)[:, :-1]
+                ref_logprobs.append(_gather_response_logprobs(ref_logits, responses, self.args.temperature))
+                del ref_logits
+                if unwrapped.value_model is not None:
+                    critic = per_position_scores(unwrapped.value_model, inputs["input_ids"], inputs["attention_mask"])
+                    values.append(critic[:, context - 1 : -1].float())
         mask = batch["response_mask"]
         # padding: identical policy/reference log-probs (KL 0) and zero values; every loss masks them anyway
         batch["logprobs"] = torch.cat(logprobs).masked_fill(~mask, pu.PADDING_LOGPROB)
@@ -703,12 +778,18 @@ class OnlineRolloutTrainer(Trainer):
                 yield policy
 
     def minibatch_passes(
-        self, model: nn.Module, num_epochs: int, micro_batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+        self,
+        model: nn.Module,
+        num_epochs: int,
+        micro_batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        start_minibatch: Callable[[torch.Tensor], None] | None = None,
     ) -> tuple[torch.Tensor, float | None]:
         """`num_epochs` shuffled passes over this process's rollout buffer, one optimizer step per minibatch.
 
         `micro_batch_loss(micro_indices, minibatch_indices)` returns the micro-batch's share of the minibatch loss
-        (already normalised over the whole minibatch), so accumulation gives exactly the minibatch loss. Gradients
+        (already normalised over the whole minibatch), so accumulation gives exactly the minibatch loss;
+        `start_minibatch(minibatch_indices)`, called before the first micro-batch of each minibatch on every process,
+        is where such normalisers are computed (collectives included). Gradients
         sync only on the last micro-batch; DeepSpeed steps (and clips) inside `accelerator.backward`. Returns the mean
         loss per optimizer step and the mean global grad norm before clipping.
         """
@@ -721,6 +802,8 @@ class OnlineRolloutTrainer(Trainer):
             order = torch.randperm(args.local_batch_size, generator=generator)
             for mb_start in range(0, args.local_batch_size, args.local_mini_batch_size):
                 mb_inds = order[mb_start : mb_start + args.local_mini_batch_size]
+                if start_minibatch is not None:
+                    start_minibatch(mb_inds)
                 for micro_index, mc_start in enumerate(range(0, len(mb_inds), self.micro_batch_size)):
                     mc_inds = mb_inds[mc_start : mc_start + self.micro_batch_size].to(args.device)
                     is_last = micro_index == self.num_micro_batches - 1
@@ -748,11 +831,11 @@ class OnlineRolloutTrainer(Trainer):
 
     @torch.no_grad()
     def score(self, rows: list[dict], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Raw score per rollout `(B,)`: reward model at the last real token (the stop token), plus `reward_funcs`."""
+        """Raw score per rollout `(B,)`: the reward model (see `_reward_model_scores`) plus the `reward_funcs`."""
         device = self.accelerator.device
         scores = torch.zeros(batch["responses"].size(0), device=device)
         if self.reward_model is not None:
-            scores += self._reward_model_scores(batch)
+            scores += self._reward_model_scores(rows, batch)
         if self.reward_funcs:
             prompts, completions = self._decode_for_reward(rows, batch)
             columns = {key: [row[key] for row in rows] for key in self._dataset_extra_columns if key != "prompt"}
@@ -769,33 +852,71 @@ class OnlineRolloutTrainer(Trainer):
             )
         return scores
 
-    def _reward_model_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.reward_processing_class is None:
-            inputs = self._sequence_inputs(batch, slice(None))
-            per_position = per_position_scores(self.reward_model, inputs["input_ids"], inputs["attention_mask"])
-            last = pu.last_token_indices(batch["response_mask"]) + batch["queries"].size(1)
-            rows = torch.arange(per_position.size(0), device=per_position.device)
-            return per_position[rows, last.clamp(min=0)].float()
-        # a reward model with its own tokenizer: decode, re-tokenize, and append its EOS where the response stopped
+    def _reward_model_scores(self, rows: list[dict], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The reward model's scalar per rollout `(B,)`, read where its own `forward` would read it.
+
+        That is the last attended token that is not the RM's `config.pad_token_id` (`pu.reward_readout_indices`):
+        the stop token when pad != EOS, the token before the EOS when pad == EOS (how TRL's `RewardTrainer` leaves a
+        tokenizer without a pad token), so the score comes from the position the head was trained on.
+        """
         rm_tok = self.reward_processing_class
-        texts = []
-        for i in range(batch["responses"].size(0)):
-            prompt = self.processing_class.decode(
-                batch["queries"][i][batch["query_mask"][i].bool()], skip_special_tokens=True
-            )
-            response = self.processing_class.decode(
-                batch["responses"][i][batch["response_mask"][i]], skip_special_tokens=True
-            )
-            eos = rm_tok.eos_token if batch["stopped"][i] and rm_tok.eos_token else ""
-            texts.append(prompt + response + eos)
-        encoded = rm_tok(texts, padding=True, return_tensors="pt", add_special_tokens=False).to(
-            self.accelerator.device
-        )
-        per_position = per_position_scores(self.reward_model, encoded["input_ids"], encoded["attention_mask"])
-        last = pu.last_token_indices(encoded["attention_mask"].bool()) if rm_tok.padding_side == "right" else None
-        if last is None:
-            last = torch.full((len(texts),), encoded["input_ids"].size(1) - 1, device=per_position.device)
-        return per_position[torch.arange(len(texts), device=per_position.device), last].float()
+        # the transformers config, also under a DeepSpeed engine (whose own `config` is the DeepSpeed one)
+        rm_config = _peft_base(getattr(self.reward_model, "module", self.reward_model)).config
+        rm_config = rm_config.get_text_config() if hasattr(rm_config, "get_text_config") else rm_config
+        pad_id = getattr(rm_config, "pad_token_id", None)
+        if pad_id is None:
+            pad_id = (rm_tok or self.processing_class).pad_token_id
+        if rm_tok is None:
+            inputs = self._sequence_inputs(batch, slice(None))
+            input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        else:
+            input_ids, attention_mask = self._reward_model_inputs(rows, batch, pad_id)
+        with self.accelerator.autocast():  # the precision of training (bf16 runs)
+            per_position = per_position_scores(self.reward_model, input_ids, attention_mask)  # (B, S)
+        readout = pu.reward_readout_indices(input_ids, attention_mask, pad_id)  # (B,)
+        return per_position[torch.arange(per_position.size(0), device=per_position.device), readout].float()
+
+    def _reward_model_inputs(
+        self, rows: list[dict], batch: dict[str, torch.Tensor], pad_id: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-padded `(B, S)` ids and mask of prompt + response in the tokenizer of a reward model that has its own.
+
+        The RM sees what TRL's `RewardTrainer` trained it on. Conversational `prompt` rows: the RM's chat template over
+        the prompt messages plus `{"role": "assistant", "content": completion}`; a response that did not stop leaves
+        its turn open (`continue_final_message`). Text or tokenized prompts: the policy ids decoded with their special
+        tokens (chat markers the RM may know) except padding and a leading BOS, the policy's stop token swapped for
+        the RM's EOS text, tokenized with the RM's own special tokens (e.g. its BOS).
+        """
+        tok, rm_tok = self.processing_class, self.reward_processing_class
+        conversational = isinstance(rows[0].get("prompt"), list) and rm_tok.chat_template is not None
+        sequences = []
+        for i, row in enumerate(rows):
+            stopped = bool(batch["stopped"][i])
+            response = batch["responses"][i][batch["response_mask"][i]]
+            if stopped:
+                response = response[:-1]  # the policy's stop token: the RM's own end marker replaces it
+            if conversational:
+                completion = tok.decode(response, skip_special_tokens=True)  # markers come from the RM's template
+                messages = [*row["prompt"], {"role": "assistant", "content": completion}]
+                ids = rm_tok.apply_chat_template(
+                    messages, tokenize=True, return_dict=True, continue_final_message=not stopped
+                )["input_ids"]
+            else:
+                prompt = batch["queries"][i][batch["query_mask"][i].bool()]
+                if tok.bos_token_id is not None and prompt[0] == tok.bos_token_id:
+                    prompt = prompt[1:]  # the RM's tokenizer adds its own BOS, if it has one
+                text = tok.decode(torch.cat([prompt, response]), skip_special_tokens=False)
+                if stopped and rm_tok.eos_token is not None:
+                    text += rm_tok.eos_token
+                ids = rm_tok(text)["input_ids"]
+            sequences.append(ids)
+        width = max(len(ids) for ids in sequences)
+        input_ids = torch.full((len(sequences), width), 0 if pad_id is None else pad_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for i, ids in enumerate(sequences):
+            input_ids[i, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[i, : len(ids)] = 1
+        return input_ids.to(self.accelerator.device), attention_mask.to(self.accelerator.device)
 
     def _decode_for_reward(self, rows: list[dict], batch: dict) -> tuple[list, list]:
         completions = [

@@ -709,3 +709,56 @@ def test_collapse_monitor_state_survives_a_checkpoint():
     legacy = CollapseMonitor(0.9, 1.0)
     legacy.load_state_dict({})
     assert collapse_warning_steps(legacy, [0.1, 1.0], [0.0, 0.0])["length"] == [2]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reward-model readout position (issue 11, defect 5)
+# ----------------------------------------------------------------------------------------------------------------------
+def naive_readout_indices(input_ids, attention_mask, pad_token_id):
+    """Per-row loop: the rightmost attended token that is not the pad id, else the rightmost attended position."""
+    found = []
+    for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+        attended = [t for t, m in enumerate(mask) if m]
+        readable = [t for t in attended if pad_token_id is None or ids[t] != pad_token_id]
+        found.append(readable[-1] if readable else (attended[-1] if attended else -1))
+    return torch.tensor(found)
+
+
+def test_reward_readout_indices_hand_example():
+    from ppomax_trl.ppo_utils import reward_readout_indices
+
+    pad = eos = 1  # TRL's RewardTrainer sets pad = EOS when the tokenizer has no pad token
+    input_ids = torch.tensor([
+        [pad, 5, 6, 7, eos],  # left-padded, ends with EOS: read the token before it
+        [5, 6, 7, 8, 9],  # no EOS: the last token
+        [5, 6, eos, eos, pad],  # trailing EOS run, then right padding (masked)
+        [pad, pad, eos, eos, eos],  # nothing but EOS attended: the last attended position
+    ])  # fmt: skip
+    attention_mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [0, 0, 1, 1, 1]])
+    assert reward_readout_indices(input_ids, attention_mask, pad).tolist() == [3, 4, 1, 4]
+    # pad != EOS (or no pad id): the last attended position, the EOS itself
+    assert reward_readout_indices(input_ids, attention_mask, None).tolist() == [4, 4, 3, 4]
+    assert reward_readout_indices(input_ids, attention_mask, 0).tolist() == [4, 4, 3, 4]
+
+
+@pytest.mark.parametrize("pad_token_id", [0, 1, None])
+def test_reward_readout_indices_match_loop(pad_token_id):
+    from ppomax_trl.ppo_utils import reward_readout_indices
+
+    generator = torch.Generator().manual_seed(3)
+    input_ids = torch.randint(0, 4, (64, 9), generator=generator)  # ids 0..3: pad-valued tokens are frequent
+    lengths = torch.randint(1, 10, (64,), generator=generator)
+    starts = torch.randint(0, 9, (64,), generator=generator)
+    positions = torch.arange(9)
+    # left padding, right padding and both, from random windows [start, start + length) clipped to the row
+    attention_mask = ((positions >= starts[:, None]) & (positions < starts[:, None] + lengths[:, None])).long()
+    attention_mask[0] = 0  # a row with nothing attended: -1
+    found = reward_readout_indices(input_ids, attention_mask, pad_token_id)
+    assert found.tolist() == naive_readout_indices(input_ids, attention_mask, pad_token_id).tolist()
+    # transformers' rule on each row alone (unpadded): `(arange * (ids != pad)).argmax(-1)`
+    for ids, mask, index in zip(input_ids, attention_mask, found, strict=True):
+        row = ids[mask.bool()]
+        if pad_token_id is not None and (row != pad_token_id).any():
+            start = int(mask.nonzero()[0])
+            expected = int((torch.arange(len(row)) * (row != pad_token_id)).argmax(-1)) + start
+            assert int(index) == expected
