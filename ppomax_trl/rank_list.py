@@ -37,7 +37,8 @@ for them, are pinned by `tests/test_rank_list.py::test_private_overrides_match_p
   ranked lists. TRL calls it inside `__init__` *before* `Trainer.__init__`, and again from `evaluate()` on an
   already prepared dataset, so it reads only its arguments and is idempotent.
 - `_set_signature_columns_if_needed()` (private): keeps the rank-list columns.
-- `__init__` (swaps in `DataCollatorForRankList`), `compute_loss`, `log` (public).
+- `__init__` (swaps in `DataCollatorForRankList`), `compute_loss`, `evaluate` (records the metric prefix for the
+  pooled `eval_loss`), `log` (public).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ TIE_POLICIES = ("drop_pairs", "keep")
 _PAIR_LOSSES = ("instructgpt", "sigmoid_no_log")
 # Bookkeeping columns written by `_prepare_dataset` and removed before it returns.
 _K_COLUMN, _TIED_COLUMN, _DROPPED_COLUMN = "_rank_list_size", "_rank_all_tied", "_rank_dropped_too_long"
+# Kept column: how many unrankable lists, dropped at preparation, a list carries into `rank/skipped_lists`.
+SKIPPED_COLUMN = "skipped_lists"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -81,11 +84,15 @@ class RankListRewardConfig(RewardConfig):
         loss_type (`str`, *optional*, defaults to `"instructgpt"`):
             `"instructgpt"` (mean `-log sigma(r_i - r_j)` over the pairs of a list, then over lists), `"listmle"`
             (Plackett-Luce), `"listnet"` (graded scores) or `"sigmoid_no_log"` (bounded, not a likelihood). See
-            [`~ppomax_trl.losses.rank_list_loss`].
+            [`~ppomax_trl.losses.rank_list_loss`]. For every loss type, `eval_loss` is the training objective on the
+            whole eval set: the mean over its rankable lists of each list's loss (pair losses: the list's mean over
+            its pairs; ListMLE: its sum over positions; ListNet: its cross-entropy; plus its centring term), pooled
+            over batches and processes, never a mean of batch means.
         ties (`str`, *optional*, defaults to `"drop_pairs"`):
             Equal gold scores. `"drop_pairs"`: tied pairs carry no comparison (loss and metrics), and lists whose
-            scores are all equal are skipped (logged and counted). `"keep"`: tied completions keep their input order
-            and the list is treated as strictly ordered. ListNet always uses the graded scores as targets.
+            scores are all equal are skipped (logged and counted in `rank/skipped_lists`). `"keep"`: tied
+            completions keep their input order and the list is treated as strictly ordered. ListNet always uses the
+            graded scores as targets.
         margin_scale (`float`, *optional*):
             Pair losses only: margin `m_ij = margin_scale * (s_i - s_j)` from the score gap. Rows without `scores`
             get their list positions as scores (`K - 1, ..., 0`), so the margin is per rank step. A `margin` column
@@ -104,7 +111,8 @@ class RankListRewardConfig(RewardConfig):
         default="instructgpt",
         metadata={
             "help": "Rank-list loss: 'instructgpt' (mean -log sigmoid over the pairs of a list, then over lists), "
-            "'listmle' (Plackett-Luce), 'listnet' (graded scores) or 'sigmoid_no_log' (bounded, not a likelihood).",
+            "'listmle' (Plackett-Luce), 'listnet' (graded scores) or 'sigmoid_no_log' (bounded, not a likelihood). "
+            "eval_loss is the mean over all eval lists of each list's loss.",
             "choices": list(RANK_LIST_LOSS_TYPES),
         },
     )
@@ -162,7 +170,8 @@ class DataCollatorForRankList(DataCollatorMixin):
 
     Each example holds `completions_ids` (K_b token-id lists, best first) and `scores` (K_b floats, non-increasing).
     Returns `input_ids` and `attention_mask` `(N, L)`, right-padded (the reward is read at the last non-pad token),
-    `list_sizes` `(B,)`, `scores` `(B, K_max)` (0 in padded slots) and, when the examples have one, `margin` `(B,)`.
+    `list_sizes` `(B,)`, `scores` `(B, K_max)` (0 in padded slots) and, when the examples have them, `margin` `(B,)`
+    and `skipped_lists` `(B,)` (the unrankable lists each list carries, see `RankListRewardTrainer`).
 
     Args:
         pad_token_id (`int`): padding id. `RankListRewardTrainer` fills it from the tokenizer when left `None`.
@@ -219,6 +228,8 @@ class DataCollatorForRankList(DataCollatorMixin):
         output = {"input_ids": input_ids, "attention_mask": attention_mask, "list_sizes": list_sizes, "scores": scores}
         if "margin" in examples[0]:
             output["margin"] = torch.tensor([float(example["margin"]) for example in examples])  # (B,)
+        if SKIPPED_COLUMN in examples[0]:
+            output[SKIPPED_COLUMN] = torch.tensor([int(example[SKIPPED_COLUMN]) for example in examples])  # (B,)
         return output
 
 
@@ -303,6 +314,10 @@ def summarize_rank_list_statistics(sums: dict[str, float]) -> dict[str, float]:
         out["rank/list_size"] = sums["list_size"] / sums["num_lists"]
     if sums.get("num_valid_pairs", 0) > 0:
         out["rank/tie_rate"] = sums["num_tied_pairs"] / sums["num_valid_pairs"]
+    if "listnet_kl" in sums and sums.get("num_ranked", 0) > 0:
+        out["rank/listnet_kl"] = sums["listnet_kl"] / sums["num_ranked"]
+    if "skipped_lists" in sums:
+        out["rank/skipped_lists"] = sums["skipped_lists"]  # a count, not a mean
     return out
 
 
@@ -399,6 +414,26 @@ def _prepare_row(example, index, *, fmt, processing_class, max_length, ties) -> 
     }
 
 
+def carry_skipped_lists(rankable: list[bool]) -> list[int]:
+    """How many unrankable lists each list carries into `rank/skipped_lists` (0 for the unrankable ones).
+
+    Unrankable lists are dropped at preparation, so no batch draws them. Each is carried by the next rankable list of
+    the dataset (the trailing ones by the last), so a logging window counts the skipped lists next to the lists it
+    draws, and one epoch counts each of them once.
+
+    Example: `carry_skipped_lists([True, False, True, False, False, True, False]) == [0, 0, 1, 0, 0, 3, 0]`.
+    """
+    carried, pending, last = [0] * len(rankable), 0, None
+    for index, ok in enumerate(rankable):
+        if ok:
+            carried[index], pending, last = pending, 0, index
+        else:
+            pending += 1
+    if last is not None:
+        carried[last] += pending
+    return carried
+
+
 def ranked_to_pairs(dataset: Dataset, ties: str = "drop_pairs") -> Dataset:
     """Expand ranked lists (`prompt`, `completions`, optional `scores`) into TRL preference rows.
 
@@ -458,9 +493,18 @@ class RankListRewardTrainer(RewardTrainer):
     Logged metrics (`eval_` prefix in evaluation, pooled over processes and over every eval batch): `accuracy`
     (pairwise, over all gold pairs; TRL's key), `rank/pair_accuracy_macro`, `rank/exact_order_accuracy`,
     `rank/kendall_tau`, `rank/mean_reward`, `rank/std_reward`, `rank/margin` (best minus worst),
-    `rank/adjacent_margin`, `rank/list_size`, `rank/tie_rate`, `rank/skipped_lists` (in-batch lists the loss could not
-    rank; 0 unless a custom collator lets them through), `rank/listnet_kl` (ListNet) and TRL's `num_tokens`. Lists
-    skipped while preparing a dataset are logged once and kept in `trainer.skipped_lists`.
+    `rank/adjacent_margin`, `rank/list_size`, `rank/tie_rate`, `rank/skipped_lists`, `rank/listnet_kl` (ListNet,
+    per ranked list) and TRL's `num_tokens`. Pooled means ratios of sums over lists, with `gather_for_metrics`
+    dropping the lists the sampler repeats to even out the processes, so neither the eval batch size nor the number of
+    processes changes an eval metric. `eval_loss` is pooled the same way: the mean over the eval lists of each list's
+    loss (see `loss_type`).
+
+    `rank/skipped_lists` counts the lists that cannot be ranked (fewer than 2 completions, or all tied under
+    `ties="drop_pairs"`): a sum over the logging window (over the eval set in evaluation), not a mean. They are dropped
+    while preparing a map-style dataset (and reported once, in a warning and in `trainer.skipped_lists`); each rides
+    with the next kept list in the `skipped_lists` column (see [`carry_skipped_lists`]) and is counted in the window
+    that draws it, so one epoch counts every skipped list once. Lists a custom collator lets through that the loss
+    cannot rank are counted too. Streamed (`IterableDataset`) lists are dropped without a count.
     """
 
     _tag_names: ClassVar[list[str]] = ["trl", "ppomax-trl", "rank-list-rm"]
@@ -523,6 +567,7 @@ class RankListRewardTrainer(RewardTrainer):
         if default_collator:
             self.data_collator.pad_token_id = self.processing_class.pad_token_id
         self._rank_sums = {"train": defaultdict(float), "eval": defaultdict(float)}
+        self._eval_prefix = "eval"  # of the `evaluate()` running: `log` replaces `{prefix}_loss` with the pooled loss
 
     # ------------------------------------------------------------------------------------------------ data (private)
     def _prepare_dataset(
@@ -571,6 +616,11 @@ class RankListRewardTrainer(RewardTrainer):
                 if not hasattr(self, "skipped_lists"):
                     self.skipped_lists = {}
                 self.skipped_lists[dataset_name] = counts
+                carried = carry_skipped_lists([k >= 2 and not t for k, t in zip(sizes, all_tied, strict=True)])
+                if SKIPPED_COLUMN in dataset.column_names:  # prepared again: keep what the first preparation carried
+                    carried = [c + int(old) for c, old in zip(carried, dataset[SKIPPED_COLUMN], strict=True)]
+                    dataset = dataset.remove_columns(SKIPPED_COLUMN)
+                dataset = dataset.add_column(SKIPPED_COLUMN, carried)
             filter_kwargs = {"num_proc": args.dataset_num_proc} if isinstance(dataset, Dataset) else {}
             dataset = dataset.filter(
                 lambda size, tied: size >= 2 and not tied, input_columns=[_K_COLUMN, _TIED_COLUMN], **filter_kwargs
@@ -583,7 +633,7 @@ class RankListRewardTrainer(RewardTrainer):
     def _set_signature_columns_if_needed(self):
         # `remove_unused_columns` keeps only these columns for the collator.
         if self._signature_columns is None:
-            self._signature_columns = ["completions_ids", "scores", "margin"]
+            self._signature_columns = ["completions_ids", "scores", "margin", SKIPPED_COLUMN]
 
     # ------------------------------------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -605,12 +655,13 @@ class RankListRewardTrainer(RewardTrainer):
             margins[:, 0, 1] = inputs["margin"]
         elif args.margin_scale is not None:
             margins = args.margin_scale * (scores[:, :, None] - scores[:, None, :])  # (B, K, K)
+        loss_scores = scores if args.loss_type == "listnet" else gold
         loss, loss_stats = rank_list_loss(
             rewards,
             mask,
             args.loss_type,
             margins,
-            scores=scores if args.loss_type == "listnet" else gold,
+            scores=loss_scores,
             listnet_temperature=args.listnet_temperature,
             center_rewards_coefficient=args.center_rewards_coefficient,
         )
@@ -620,29 +671,72 @@ class RankListRewardTrainer(RewardTrainer):
             self._total_train_tokens += num_tokens // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         with torch.no_grad():
-            self._accumulate_rank_metrics(mode, rewards, mask, gold, loss_stats)
+            per_list = self._per_list_loss_stats(mode, rewards, mask, margins, loss_scores, loss_stats)
+            carried = inputs.get(SKIPPED_COLUMN, torch.zeros_like(list_sizes))  # (B,) skipped at preparation
+            per_list["skipped_lists"] = carried.float() + 1.0 - per_list["num_ranked"]
+            self._accumulate_rank_metrics(mode, rewards, mask, gold, per_list)
 
         if return_outputs:
             # Predictions for `Trainer.evaluate`/`predict`: (B, K) rewards, NaN in padded slots.
             return loss, {"rewards": rewards.detach().masked_fill(~mask, float("nan"))}
         return loss
 
-    def _accumulate_rank_metrics(self, mode, rewards, mask, gold, loss_stats) -> None:
+    def _per_list_loss_stats(self, mode, rewards, mask, margins, loss_scores, loss_stats) -> dict[str, torch.Tensor]:
+        """`(B,)` per list: `num_ranked` (1 if the loss ranks it), `listnet_kl` (ListNet) and, in evaluation, `loss`.
+
+        `rank_list_loss` returns means over lists. Evaluation needs each list's own values, so that `gather_for_metrics`
+        can drop the lists the sampler repeats and pool the rest over the eval set: one call per list. Training logs
+        window means, for which the batch mean repeated over the ranked lists is enough.
+        """
+        args = self.args
+        if args.loss_type == "listnet":
+            ranked = mask.sum(-1) >= 2  # (B,) as `rank_list_loss`: graded targets rank any list of 2 or more
+        else:
+            ranked = rank_list_pair_mask(mask, loss_scores)[0].any(-1).any(-1)  # (B,) lists with a gold comparison
+        out = {"num_ranked": ranked.float()}
+        if mode == "train":
+            if "listnet_kl" in loss_stats:
+                out["listnet_kl"] = loss_stats["listnet_kl"].float() * out["num_ranked"]
+            return out
+        losses, kls = rewards.new_zeros(ranked.shape), rewards.new_zeros(ranked.shape)  # (B,)
+        for b in ranked.nonzero().flatten().tolist():
+            one = slice(b, b + 1)
+            losses[b], stats = rank_list_loss(
+                rewards[one],
+                mask[one],
+                args.loss_type,
+                None if margins is None else margins[one],
+                scores=None if loss_scores is None else loss_scores[one],
+                listnet_temperature=args.listnet_temperature,
+                center_rewards_coefficient=args.center_rewards_coefficient,
+            )
+            kls[b] = stats.get("listnet_kl", 0.0)
+        out["loss"] = losses
+        if args.loss_type == "listnet":
+            out["listnet_kl"] = kls
+        return out
+
+    def _accumulate_rank_metrics(self, mode, rewards, mask, gold, per_list) -> None:
         stats = rank_list_statistics(rewards, mask, gold)
         stats["pair_accuracy"] = stats["num_correct"] / stats["num_pairs"].clamp(min=1)
         stats["num_lists"] = torch.ones_like(stats["num_pairs"])
+        stats.update(per_list)
         keys = sorted(stats)
-        per_list = torch.stack([stats[key] for key in keys], dim=-1)  # (B, S)
+        per_list = torch.stack([stats[key].float() for key in keys], dim=-1)  # (B, S)
         # gather_for_metrics drops the samples the sampler duplicated to even out the last eval batch.
         per_list = self.accelerator.gather_for_metrics(per_list)  # (B * processes, S)
         sums = self._rank_sums[mode]
         for key, value in zip(keys, per_list.sum(0).tolist(), strict=True):
             sums[key] += value
-        skipped = self.accelerator.gather_for_metrics(loss_stats["skipped_lists"].float().reshape(1)).sum().item()
-        sums["skipped_lists"] += skipped
-        if "listnet_kl" in loss_stats:
-            kl = self.accelerator.gather_for_metrics(loss_stats["listnet_kl"].float().reshape(1)).mean().item()
-            self._metrics[mode]["rank/listnet_kl"].append(kl)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """As `RewardTrainer.evaluate`; records the metric prefix, under which `log` writes the pooled loss."""
+        # A dict of eval sets comes back here once per set, with its own prefix; sums left by a `predict()` are dropped.
+        self._eval_prefix = metric_key_prefix
+        self._rank_sums["eval"].clear()
+        return super().evaluate(
+            eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+        )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
@@ -650,6 +744,9 @@ class RankListRewardTrainer(RewardTrainer):
         if sums:
             for key, value in summarize_rank_list_statistics(sums).items():
                 self._metrics[mode][key] = [value]
-            self._metrics[mode]["rank/skipped_lists"] = [sums["skipped_lists"]]
+            loss_key = f"{self._eval_prefix}_loss"
+            if mode == "eval" and sums.get("num_ranked", 0) > 0 and loss_key in logs:
+                # The loss of the whole eval set; `Trainer`'s would count the lists the sampler repeats.
+                logs[loss_key] = sums["loss"] / sums["num_ranked"]
             sums.clear()
         super().log(logs, start_time)

@@ -1165,8 +1165,11 @@ class OnlineRolloutTrainer(Trainer):
             f"---\nlibrary_name: transformers\ntags:\n{tags}\n---\n\n# {model_name or 'policy'}\n\n"
             f"Trained with `ppomax_trl.{type(self).__name__}` ({self._name}), "
             f"https://huggingface.co/papers/{self._paper['id']} ({self._paper['title']}).\n"
-            f"The critic is saved in `{VALUE_MODEL_DIR}/`.\n"
         )
+        if self.value_model is not None:
+            text += f"The critic is saved in `{VALUE_MODEL_DIR}/`.\n"
+        else:
+            text += "No critic is trained or saved.\n"
         with open(os.path.join(self.args.output_dir, "README.md"), "w") as f:
             f.write(text)
 

@@ -32,7 +32,11 @@ Overridden `Trainer` methods, all public: `compute_loss`, `prediction_step`, `ev
 public class attribute since transformers 5.19) is set to `False`. Tests pin the parent signatures
 (`tests/test_una.py::test_overridden_trainer_hooks_keep_their_signature`) and the absence of private overrides.
 
-Logged metrics (averaged over the logging window; `eval_` prefix in evaluation):
+Logged metrics (in training, the mean of the steps' means over the logging window; `eval_` prefix in evaluation,
+where every metric is pooled over the whole eval set: its sum over all eval rows, or completions for `una/logratio` and
+`una/kl`, divided by their count, with `gather_for_metrics` dropping the rows the sampler repeats to even out the
+processes, so neither the eval batch size nor the number of processes changes it; `eval_loss` is pooled the same way,
+the mean over eval rows of each row's loss, i.e. the training objective on the whole eval set):
 
 - `una/loss/{pairwise,binary,score}`: the mean loss of the rows of each feedback type;
 - `una/reward/pairwise_chosen`, `una/reward/pairwise_rejected`, `una/reward/pairwise_margin`,
@@ -84,6 +88,19 @@ if is_peft_available():
 logger = logging.get_logger(__name__)
 
 FEEDBACK_CODES = {feedback: code for code, feedback in enumerate(UNA_FEEDBACK_TYPES)}  # pairwise 0, binary 1, score 2
+# Per-row metric contributions: `"loss"` (the row's loss) feeds the pooled `eval_loss` only, the others are logged.
+METRIC_KEYS = (
+    "loss",
+    *(f"una/loss/{kind}" for kind in UNA_FEEDBACK_TYPES),
+    *(f"una/reward/pairwise_{stat}" for stat in ("chosen", "rejected", "margin", "accuracy")),
+    "una/reward/binary",
+    "una/reward/score",
+    "una/target_mean",
+    "una/predicted_score",
+    "una/implied_logratio_target",
+    "una/logratio",
+    "una/kl",
+)
 PREPARED_COLUMNS = ("prompt_ids", "completions_ids", "feedback", "target")
 ScoreNormalizer = Callable[[dict[str, Any]], float]
 
@@ -460,7 +477,9 @@ class UNATrainer(Trainer):
                 self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
             else:
                 self.ref_model = self.accelerator.prepare_model(self.ref_model, evaluation_mode=True)
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list)}  # step means of the window
+        self._eval_totals: torch.Tensor | None = None  # (metrics, 2) sums and counts over the eval set so far
+        self._eval_prefix = "eval"
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
 
@@ -606,7 +625,9 @@ class UNATrainer(Trainer):
         values: dict[int, list[float]] = {}
         was_training = self.model.training
         self.model.eval()
-        with torch.no_grad(), self._reference(self.model) as reference:
+        # Under the autocast of the training forwards (as DPOTrainer): with mixed precision, pi_ref read in fp32 would
+        # differ from the policy's own first forward, and the step-1 log-ratio would measure the precision gap.
+        with torch.no_grad(), self.accelerator.autocast(), self._reference(self.model) as reference:
             for start in range(0, len(local_rows), batch_size):
                 rows = local_rows[start : start + batch_size]
                 batch = self.data_collator([dataset[i] for i in rows])
@@ -637,18 +658,18 @@ class UNATrainer(Trainer):
         feedback = inputs["feedback"]  # (B,) feedback code of each row
         targets = inputs["targets"]  # (B,) s in [0, 1]; unused for pairs
         index = inputs["sequence_index"]  # (B, 2) rows of `logps` holding each row's completions
-        sums: dict[str, list[torch.Tensor]] = {}  # metric -> [sum over rows, row count], reduced in `_record_metrics`
+        # (B, metrics, 2): each row's [sum, count] per metric of `METRIC_KEYS`; kept on the device (one transfer per
+        # step, in `_record_metrics`), summed over rows, then processes (and eval batches), then divided.
+        row_metrics = logps.new_zeros((feedback.numel(), len(METRIC_KEYS), 2), dtype=torch.float32)
 
-        def accumulate(key: str, mean: torch.Tensor, count: torch.Tensor) -> None:
-            # Kept on the device: one transfer per step, in `_record_metrics`.
-            total_and_count = sums.setdefault(key, [logps.new_zeros((), dtype=torch.float32)] * 2)
-            total_and_count[0] = total_and_count[0] + mean.detach().float() * count
-            total_and_count[1] = total_and_count[1] + count.float()
+        def record(key: str, rows: torch.Tensor, values: torch.Tensor, counts: torch.Tensor | float = 1.0) -> None:
+            row_metrics[rows, METRIC_KEYS.index(key), 0] = values.detach().float()
+            row_metrics[rows, METRIC_KEYS.index(key), 1] = counts
 
         total = logps.new_zeros(())
         for kind, code in FEEDBACK_CODES.items():
-            rows = feedback == code  # (B,)
-            count = rows.sum()
+            rows = (feedback == code).nonzero().squeeze(-1)  # (n,) the rows of this feedback type
+            count = rows.numel()
             if count == 0:
                 continue
             first = index[rows, 0]  # (n,) the chosen or single completion
@@ -660,49 +681,71 @@ class UNATrainer(Trainer):
             else:
                 policy, reference, row_targets = logps[first], ref_logps[first], targets[rows]  # (n,)
                 loss_type = self.args.binary_loss if kind == "binary" else self.args.score_loss
-            loss, stats = una_loss(
-                policy, reference, row_targets, beta=self.args.beta_for(kind), feedback=kind, loss=loss_type
-            )
+            beta = self.args.beta_for(kind)
+            loss, stats = una_loss(policy, reference, row_targets, beta=beta, feedback=kind, loss=loss_type)
             total = total + loss * count  # a sum over rows; divided by B below, so every row weighs the same
-            accumulate(f"una/loss/{kind}", loss, count)
+            if mode == "train":
+                # Training logs the step's means: the batch means repeated over the rows sum to what they need.
+                row_loss, row_stats = loss.expand(count), {key: value.expand(count) for key, value in stats.items()}
+            else:
+                # Evaluation needs each row's own values, to drop the rows the sampler repeats on some processes and
+                # pool the rest over the eval set; `una_loss` returns means, so one call per row.
+                with torch.no_grad():
+                    singles = []
+                    for j in range(count):
+                        one = slice(j, j + 1)
+                        single_targets = None if row_targets is None else row_targets[one]
+                        singles.append(
+                            una_loss(
+                                policy[one], reference[one], single_targets, beta=beta, feedback=kind, loss=loss_type
+                            )
+                        )
+                row_loss = torch.stack([single_loss for single_loss, _ in singles])
+                row_stats = {key: torch.stack([single[key] for _, single in singles]) for key in stats}
+            record("loss", rows, row_loss)
+            record(f"una/loss/{kind}", rows, row_loss)
             if kind == "pairwise":
                 for stat in ("chosen", "rejected", "margin", "accuracy"):
-                    accumulate(f"una/reward/pairwise_{stat}", stats[f"reward_{stat}"], count)
+                    record(f"una/reward/pairwise_{stat}", rows, row_stats[f"reward_{stat}"])
             else:
-                accumulate(f"una/reward/{kind}", stats["reward"], count)
-                accumulate("una/target_mean", stats["target"], count)
-                accumulate("una/predicted_score", stats["score"], count)
-                accumulate("una/implied_logratio_target", stats["implied_logratio_target"], count)
+                record(f"una/reward/{kind}", rows, row_stats["reward"])
+                record("una/target_mean", rows, row_stats["target"])
+                record("una/predicted_score", rows, row_stats["score"])
+                record("una/implied_logratio_target", rows, row_stats["implied_logratio_target"])
         loss = total / feedback.numel()
 
         with torch.no_grad():
-            num_completions = torch.tensor(logps.numel(), device=logps.device)
-            accumulate("una/logratio", (logps - ref_logps).mean(), num_completions)
+            # Per-completion diagnostics, summed over each row's one or two completions and counted per completion.
+            all_rows = torch.arange(feedback.numel(), device=index.device)
+            has_second = index[:, 1] >= 0  # (B,)
+            num_completions = 1.0 + has_second.float()  # (B,)
+
+            def row_sum(values: torch.Tensor) -> torch.Tensor:  # (N,) -> (B,)
+                second = values[index[:, 1].clamp(min=0)]
+                return values[index[:, 0]] + torch.where(has_second, second, torch.zeros_like(second))
+
+            record("una/logratio", all_rows, row_sum(logps - ref_logps), num_completions)
             if ref_logits is not None:
                 # Row by row, so that only one sequence's full-vocabulary log-softmax pair is alive at a time.
-                kl = logps.new_zeros(())
+                kl = []
                 for i in range(logits.shape[0]):
                     logp, logq = logits[i].log_softmax(-1), ref_logits[i].log_softmax(-1)  # (T - 1, V)
-                    kl = kl + ((logp.exp() * (logp - logq)).sum(-1) * mask[i]).sum()
-                accumulate("una/kl", kl / logps.numel(), num_completions)
-        self._record_metrics(mode, sums)
+                    kl.append(((logp.exp() * (logp - logq)).sum(-1) * mask[i]).sum())
+                record("una/kl", all_rows, row_sum(torch.stack(kl)), num_completions)  # (N,) summed per row
+        self._record_metrics(mode, row_metrics)
         return (loss, {"logps": logps.detach()}) if return_outputs else loss
 
-    def _record_metrics(self, mode: str, sums: dict[str, list[torch.Tensor]]) -> None:
-        """Append the global (all-process) mean of every metric present on any process; one all-reduce per step."""
-        keys = sorted(
-            {"una/logratio", "una/kl", "una/target_mean", "una/predicted_score", "una/implied_logratio_target"}
-            | {f"una/loss/{kind}" for kind in UNA_FEEDBACK_TYPES}
-            | {f"una/reward/{kind}" for kind in ("binary", "score")}
-            | {f"una/reward/pairwise_{s}" for s in ("chosen", "rejected", "margin", "accuracy")}
-        )
-        device = self.accelerator.device
-        zero = [torch.zeros((), device=device)] * 2
-        flat = torch.stack([value.to(device) for key in keys for value in sums.get(key, zero)])  # (2 * len(keys),)
-        flat = self.accelerator.reduce(flat, reduction="sum").tolist()
-        for i, key in enumerate(keys):
-            if flat[2 * i + 1] > 0:
-                self._metrics[mode][key].append(flat[2 * i] / flat[2 * i + 1])
+    def _record_metrics(self, mode: str, row_metrics: torch.Tensor) -> None:
+        """Training: append each metric's step mean over all processes (one all-reduce per step). Evaluation: add the
+        batch's sums and counts to the eval totals, without the rows the sampler repeated to even out the processes."""
+        if mode == "eval":
+            totals = self.accelerator.gather_for_metrics(row_metrics).sum(0)  # (metrics, 2)
+            self._eval_totals = totals if self._eval_totals is None else self._eval_totals + totals
+            return
+        totals = self.accelerator.reduce(row_metrics.sum(0), reduction="sum").tolist()
+        for key, (total, count) in zip(METRIC_KEYS, totals, strict=True):
+            if key != "loss" and count > 0:  # `Trainer` logs the training loss itself
+                self._metrics["train"][key].append(total / count)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Evaluation computes the UNA loss (the batch has no `labels`); no logits are returned."""
@@ -717,18 +760,28 @@ class UNATrainer(Trainer):
             eval_dataset = self._prepare_una_dataset(eval_dataset, self.args, metric_key_prefix)
             if self.args.precompute_ref_log_probs:
                 eval_dataset = self._precompute_ref_logps(eval_dataset, metric_key_prefix)
+        # `log` names the pooled loss after the prefix; totals left by a `predict()` must not count here.
+        self._eval_prefix, self._eval_totals = metric_key_prefix, None
         return super().evaluate(
             eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
         )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        averaged = {key: sum(v) / len(v) for key, v in self._metrics[mode].items() if v}
-        if mode == "eval":
-            averaged = {f"eval_{key}": value for key, value in averaged.items()}
-        logs.update(averaged)  # in place: `Trainer.evaluate` returns this very dict
+        if self.model.training:
+            metrics = {key: sum(v) / len(v) for key, v in self._metrics["train"].items() if v}
+            self._metrics["train"].clear()
+        else:
+            # Pooled over the eval set: sums over its rows (completions) divided by their counts.
+            totals = self._eval_totals.tolist() if self._eval_totals is not None else [(0.0, 0.0)] * len(METRIC_KEYS)
+            pooled = {key: total / count for key, (total, count) in zip(METRIC_KEYS, totals, strict=True) if count}
+            self._eval_totals = None
+            loss_key = f"{self._eval_prefix}_loss"
+            if "loss" in pooled and loss_key in logs:
+                # `Trainer`'s eval loss would count the rows the sampler repeats on some processes.
+                logs[loss_key] = pooled["loss"]
+            metrics = {f"eval_{key}": value for key, value in pooled.items() if key != "loss"}
+        logs.update(metrics)  # in place: `Trainer.evaluate` returns this very dict
         super().log(logs, start_time)
-        self._metrics[mode].clear()
 
     # ------------------------------------------------------------------------------------------------------------------
     # Saving

@@ -111,3 +111,16 @@ def test_online_una_improves_a_toy_reward(tmp_path, tokenizer, prompt_dataset):
 def test_config_rejects_bad_values(overrides, message):
     with pytest.raises(ValueError, match=message):
         OnlineUNAConfig(output_dir="x", report_to="none", **overrides)
+
+
+def test_model_card_names_the_variant_and_no_critic(tmp_path, tokenizer, prompt_dataset):
+    args = una_args(tmp_path, una_reference="rollout")
+    trainer = OnlineUNATrainer(args, tokenizer, tiny_causal_lm(tokenizer), None, None, prompt_dataset,
+                               reward_funcs=letter_o_reward)  # fmt: skip
+    os.makedirs(args.output_dir, exist_ok=True)
+    trainer.create_model_card(model_name="una-card")
+    with open(os.path.join(args.output_dir, "README.md")) as f:
+        card = f.read()
+    assert "value_model" not in card and "critic is saved" not in card  # online UNA trains and saves no critic
+    assert "# una-card" in card and "2408.15339" in card and "- una" in card
+    assert "una_reference='rollout'" in card and "loss `mse`" in card

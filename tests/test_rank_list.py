@@ -615,6 +615,93 @@ def test_eval_metrics_pool_all_batches(tok, tmp_path):
     )
 
 
+SPEED_KEYS = ("_runtime", "_samples_per_second", "_steps_per_second", "_model_preparation_time")
+
+
+@pytest.mark.parametrize(
+    "loss_type, extra",
+    [("instructgpt", {}), ("listnet", {"ties": "keep"}), ("listmle", {"center_rewards_coefficient": 0.1})],
+)
+def test_eval_loss_and_metrics_are_pooled_over_the_eval_set(tok, tmp_path, loss_type, extra):
+    """5 lists at eval batch sizes 1, 4 and 5 give the same metrics, and `eval_loss` is the loss of the whole eval set
+    taken as one batch (the mean over lists of each list's loss)."""
+    dataset = toy_lists(5, seed=2, variable_k=True)
+    model = tiny_reward_model(tok, seed=4)
+    results = {}
+    for batch_size in (1, 4, 5):
+        args = make_args(tmp_path, loss_type=loss_type, per_device_eval_batch_size=batch_size, **extra)
+        trainer = RankListRewardTrainer(model, args, train_dataset=dataset, eval_dataset=dataset, processing_class=tok)
+        metrics = trainer.evaluate()
+        results[batch_size] = {k: v for k, v in metrics.items() if not k.endswith(SPEED_KEYS) and k != "epoch"}
+    assert results[1].keys() == results[4].keys() == results[5].keys()
+    for key, value in results[5].items():
+        for batch_size in (1, 4):
+            assert results[batch_size][key] == pytest.approx(value, rel=1e-5, abs=1e-7), (key, batch_size)
+
+    batch = trainer.data_collator(list(trainer.eval_dataset))
+    with torch.no_grad():
+        flat = model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+    mask = torch.arange(batch["scores"].shape[1])[None] < batch["list_sizes"][:, None]
+    rewards = flat.new_zeros(mask.shape).masked_scatter(mask, flat)
+    gold = batch["scores"] if extra.get("ties") != "keep" or loss_type == "listnet" else None
+    expected, stats = rank_list_loss(rewards, mask, loss_type, scores=gold,
+                                     center_rewards_coefficient=extra.get("center_rewards_coefficient"))  # fmt: skip
+    assert results[5]["eval_loss"] == pytest.approx(expected.item(), rel=1e-5)
+    if loss_type == "listnet":
+        assert results[5]["eval_rank/listnet_kl"] == pytest.approx(stats["listnet_kl"].item(), rel=1e-5)
+
+
+def test_skipped_lists_are_counted_in_the_logging_window_that_draws_them(tok, tmp_path):
+    """Unrankable lists (K = 1, all tied) are dropped at preparation; each rides with the next rankable list (the
+    trailing one with the last), so `rank/skipped_lists` counts them in the window that draws that list."""
+    rows = {
+        "prompt": [f"the {noun} was" for noun in NOUNS],
+        "completions": [[" great", " bad"], [" good"], [" good", " bad"], [" bad", " awful"], [" great", " good"],
+                        [" good", " awful"], [" great", " bad", " awful"], [" bad"]],
+        "scores": [[1, 0], [1], [2, 1], [1, 1], [3, 3], [1, 0], [2, 1, 0], [0]],
+    }  # fmt: skip  # unrankable: 1 (K = 1), 3 and 4 (all tied), 7 (K = 1, trailing)
+    dataset = Dataset.from_dict(rows)
+    args = make_args(tmp_path, per_device_train_batch_size=2, per_device_eval_batch_size=1, num_train_epochs=2,
+                     logging_steps=2)  # fmt: skip  # 4 rankable lists: 2 steps per epoch, one window per epoch
+    trainer = RankListRewardTrainer(tiny_reward_model(tok, seed=1), args, train_dataset=dataset,
+                                    eval_dataset=dataset, processing_class=tok)  # fmt: skip
+    assert trainer.skipped_lists["train"] == {"too_short": 2, "all_tied": 2, "too_long_completions": 0}
+    assert trainer.train_dataset["skipped_lists"] == [0, 1, 2, 1]  # lists 0, 2, 5, 6 carry 1; 3, 4; 7 (trailing)
+    trainer.train()
+    windows = [log["rank/skipped_lists"] for log in trainer.state.log_history if "loss" in log]
+    assert windows == [4, 4]
+    assert trainer.evaluate()["eval_rank/skipped_lists"] == 4
+
+    step_args = make_args(tmp_path, per_device_train_batch_size=2, num_train_epochs=1, logging_steps=1)
+    trainer = RankListRewardTrainer(tiny_reward_model(tok, seed=1), step_args, train_dataset=dataset,
+                                    processing_class=tok)  # fmt: skip
+    trainer.train()
+    steps = [log["rank/skipped_lists"] for log in trainer.state.log_history if "loss" in log]
+    assert len(steps) == 2 and sum(steps) == 4
+
+
+def test_reward_is_read_where_an_unpadded_forward_reads_it_when_pad_is_eos(tmp_path):
+    """pad == EOS: the trainer sets `config.pad_token_id` from the tokenizer (as TRL's RewardTrainer), so the reward of
+    a right-padded completion is the logit of that completion forwarded alone, unpadded."""
+    tok = build_tiny_tokenizer()
+    model = tiny_reward_model(tok, seed=3).eval()  # config.pad_token_id = 0, the tokenizer's own <pad>
+    tok.pad_token = tok.eos_token
+    rows = {"prompt": ["the film was", "i"], "completions": [[" great fun", " bad", " an awful plot"], [" ok", " no"]]}
+    trainer = RankListRewardTrainer(model, make_args(tmp_path), train_dataset=Dataset.from_dict(rows),
+                                    processing_class=tok)  # fmt: skip
+    assert model.config.pad_token_id == tok.eos_token_id == trainer.data_collator.pad_token_id
+    examples = list(trainer.train_dataset)
+    batch = trainer.data_collator(examples)
+    assert (batch["input_ids"] == tok.eos_token_id).sum() > sum(len(e["completions_ids"]) for e in examples)  # padded
+    with torch.no_grad():
+        _, outputs = trainer.compute_loss(model, batch, return_outputs=True)
+        for b, example in enumerate(examples):
+            for k, ids in enumerate(example["completions_ids"]):
+                assert ids[-1] == tok.eos_token_id
+                alone = model(input_ids=torch.tensor([ids])).logits.squeeze()
+                assert_close(outputs["rewards"][b, k], alone, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # DDP: two CPU processes launched with accelerate
 # ----------------------------------------------------------------------------------------------------------------------
@@ -626,7 +713,9 @@ def _free_port() -> int:
 
 @pytest.mark.distributed
 def test_ddp_two_processes(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    # Two torch processes on 2 cores: one thread each, or they oversubscribe the cores.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "TRL_EXPERIMENTAL_SILENCE": "1",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "recipes" / "accelerate_configs" / "ci" / "ddp.yaml"),

@@ -412,6 +412,41 @@ def test_evaluate_reports_una_metrics_and_prepares_a_raw_dataset(tmp_path, token
     assert raw["test_loss"] == pytest.approx(0.25, abs=1e-6)
 
 
+SCORED_ROWS = {"prompt": ["the movie was", "i loved", "what a", "the food", "a good cast"],
+               "completion": [" great fun", " it", " waste of time", " was cold", " and a plot"],
+               "score": [0.9, 0.7, 0.1, 0.3, 0.6]}  # fmt: skip
+SPEED_KEYS = ("_runtime", "_samples_per_second", "_steps_per_second", "_model_preparation_time")
+
+
+def eval_at_batch_sizes(tmp_path, tokenizer, dataset, batch_sizes):
+    """`evaluate()` of the same policy and (distinct) reference at each eval batch size; speed metrics left out."""
+    results = {}
+    for batch_size in batch_sizes:
+        trainer = UNATrainer(tiny_causal_lm(tokenizer, seed=0), ref_model=tiny_causal_lm(tokenizer, seed=7),
+                             args=una_args(tmp_path / str(batch_size), per_device_eval_batch_size=batch_size),
+                             train_dataset=dataset, eval_dataset=dataset, processing_class=tokenizer)  # fmt: skip
+        metrics = trainer.evaluate()
+        results[batch_size] = {k: v for k, v in metrics.items() if not k.endswith(SPEED_KEYS) and k != "epoch"}
+    return results
+
+
+@pytest.mark.parametrize("kind", ["scored", "mixed"])
+def test_eval_metrics_pool_rows_over_the_eval_set(tmp_path, tokenizer, kind):
+    """Eval metrics are sums over all eval rows divided by counts: the eval batch size cannot change them (abs 1e-5:
+    the log-ratios are differences of summed log-probs near -17, in fp32)."""
+    dataset = Dataset.from_dict(SCORED_ROWS) if kind == "scored" else mixed_dataset().select(range(5))
+    results = eval_at_batch_sizes(tmp_path, tokenizer, dataset, (1, 4, 5))
+    keys = {"eval_loss", "eval_una/logratio", "eval_una/kl"}
+    keys |= {"eval_una/loss/score", "eval_una/target_mean", "eval_una/predicted_score", "eval_una/reward/score"}
+    if kind == "mixed":
+        keys |= {"eval_una/loss/pairwise", "eval_una/reward/pairwise_margin", "eval_una/loss/binary"}
+    assert keys <= results[5].keys()
+    assert results[1].keys() == results[4].keys() == results[5].keys()
+    for key, value in results[5].items():
+        for batch_size in (1, 4):
+            assert results[batch_size][key] == pytest.approx(value, rel=1e-5, abs=1e-5), (key, batch_size)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Score normalisers and bad input
 # ----------------------------------------------------------------------------------------------------------------------
@@ -554,6 +589,33 @@ def test_precompute_ref_log_probs_matches_the_live_reference(tmp_path, tokenizer
     # The policy has trained and no reference was kept: a new dataset cannot get reference log-probs any more.
     with pytest.raises(ValueError, match="kept no reference model"):
         runs[True].evaluate(eval_dataset=single_format_dataset("unpaired"))
+
+
+def test_precomputed_reference_runs_under_the_training_autocast(tmp_path, tokenizer):
+    """bf16 autocast on CPU: pi_ref precomputed from the untouched policy equals, bit for bit, its first training
+    forward, so the first step's log-ratio is exactly 0; the fp32 forward differs (autocast is on)."""
+    policy = tiny_causal_lm(tokenizer)
+    fp32_policy = copy.deepcopy(policy)
+    args = una_args(tmp_path, bf16=True, use_cpu=True, precompute_ref_log_probs=True, max_steps=1)
+    trainer = UNATrainer(policy, args=args, train_dataset=single_format_dataset("unpaired"),
+                         processing_class=tokenizer)  # fmt: skip
+    seen = []
+    compute_loss = trainer.compute_loss
+
+    def recording_compute_loss(model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = compute_loss(model, inputs, return_outputs=True)
+        seen.append((inputs["ref_logps"].clone(), outputs["logps"].clone()))  # row-aligned, whatever the shuffle
+        return loss
+
+    trainer.compute_loss = recording_compute_loss
+    trainer.train()
+    ref_logps, train_logps = seen[0]
+    assert torch.equal(ref_logps, train_logps), (ref_logps - train_logps).abs().max()
+    assert trainer.state.log_history[0]["una/logratio"] == 0.0
+    batch = collate(trainer, range(4))
+    with torch.no_grad():
+        fp32_logps = trainer._completion_logps(fp32_policy, batch)[0]
+    assert not torch.equal(batch["ref_logps"], fp32_logps)
 
 
 def test_precompute_with_an_explicit_reference_model(tmp_path, tokenizer):
