@@ -170,6 +170,7 @@ class OnlineUNATrainer(OnlineRolloutTrainer):
             for key in ("logratio", "score", "target", "implied_logratio_target"):
                 stats[f"una/{key}"].append(diagnostics[key].item())
             stats["una/loss"].append(loss.item())
+            self._loss_terms = {"una": loss.detach()}
             return loss * len(mc_inds) / len(mb_inds)  # una_loss is a mean over the micro-batch
 
         loss, grad_norm = self.minibatch_passes(model, args.num_ppo_epochs, micro_batch_loss)

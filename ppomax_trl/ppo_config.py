@@ -67,7 +67,10 @@ class OnlineRolloutConfig(TrainingArguments):
     )
     total_episodes: int | None = field(
         default=None,
-        metadata={"help": "Total prompts to roll out over the run. None: `num_train_epochs * len(train_dataset)`."},
+        metadata={
+            "help": "Prompts to roll out for policy updates over the run (None: `num_train_epochs * "
+            "len(train_dataset)`); `max_steps` > 0 sets the number of updates instead. A critic warm-up runs on top."
+        },
     )
     local_rollout_forward_batch_size: int = field(
         default=64, metadata={"help": "Per-process chunk size for generation and no-grad forwards in the rollout."}
@@ -180,6 +183,11 @@ class OnlineRolloutConfig(TrainingArguments):
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.num_rollouts is not None and self.num_rollouts < 1:
             raise ValueError("`num_rollouts` must be >= 1 or None.")
+        if self.total_episodes is not None and self.total_episodes < 1:
+            raise ValueError(
+                f"`total_episodes` must be >= 1 or None, got {self.total_episodes}: it counts the prompts rolled out for "
+                "policy updates (a critic warm-up comes on top)."
+            )
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise ValueError("`missing_eos_penalty` is subtracted from the score, so it must be >= 0.")
 
@@ -261,7 +269,10 @@ class PPOConfig(OnlineRolloutConfig):
     )
     critic_warmup_steps: int = field(
         default=0,
-        metadata={"help": "Rollout/update cycles at the start with the policy frozen and only the value loss on."},
+        metadata={
+            "help": "Rollout/update cycles at the start with the policy frozen and only the value loss on; they come "
+            "on top of the policy updates that `total_episodes`/`max_steps` count (the progress bar shows both)."
+        },
     )
     critic_warmup_loss_threshold: float | None = field(
         default=None, metadata={"help": "End the critic warm-up early once the value loss falls below this value."}
@@ -329,7 +340,11 @@ class PPOMaxConfig(PPOConfig):
     # [P] §5.3.3: pre-train the critic "until the loss of value prediction function approaches zero"; no step count is
     # given, so this is a project choice, with `critic_warmup_loss_threshold` to stop earlier.
     critic_warmup_steps: int = field(
-        default=10, metadata={"help": "PPO-max critic pre-training cycles, policy frozen ([P] §5.3.3)."}
+        default=10,
+        metadata={
+            "help": "PPO-max critic pre-training cycles, policy frozen ([P] §5.3.3); on top of the policy updates "
+            "that `total_episodes`/`max_steps` count."
+        },
     )
     # [P] App. B.1: reward normalisation, advantage normalisation and value clipping conflict; PPO-max keeps the first.
     whiten_advantages: bool = field(default=False, metadata={"help": "Off in PPO-max ([P] App. B.1)."})

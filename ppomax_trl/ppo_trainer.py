@@ -445,6 +445,7 @@ class PPOTrainer(OnlineRolloutTrainer):
             entropy_loss, per_token_entropy = entropy_bonus_loss(
                 rollout_logits.float() / args.temperature, mask, num_tokens=mb_num_tokens
             )
+        self._loss_terms = {"policy": pg_loss.detach(), "value": vf_loss.detach()}
         if is_warmup:
             # value loss only; the zero-weighted logits term gives every policy parameter a (zero) gradient, which DDP
             # needs, and the policy's lr is 0, so the policy stays bit-identical
@@ -458,6 +459,7 @@ class PPOTrainer(OnlineRolloutTrainer):
                     logits[num_rollout_rows:], ptx_labels, num_tokens=ptx_num_tokens
                 )
                 loss = loss + args.ptx_coef * ptx_loss
+                self._loss_terms["ptx"] = ptx_loss.detach()
                 # logged as this micro-batch's own token mean, like the policy and value losses
                 ptx_tokens = (ptx_labels[:, 1:] != -100).sum().item()
                 stats["loss/ptx_avg"].append(ptx_loss.item() * float(ptx_num_tokens) / max(ptx_tokens, 1))

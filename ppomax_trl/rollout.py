@@ -396,6 +396,13 @@ class OnlineRolloutTrainer(Trainer):
             )
         if len(dataset) == 0:
             raise ValueError(f"The {split} dataset is empty.")
+        source = "input_ids" if "input_ids" in columns else "prompt"
+        missing = [i for i, value in enumerate(dataset[source]) if value is None]
+        if missing:
+            raise ValueError(
+                f"The {split} dataset has no `{source}` in row(s) {missing[:10]}{' ...' if len(missing) > 10 else ''} "
+                f"({len(missing)} in all). Drop or fill those rows."
+            )
         if "input_ids" not in columns:
             from trl.data_utils import is_conversational, maybe_apply_chat_template
 
@@ -415,9 +422,39 @@ class OnlineRolloutTrainer(Trainer):
                 f"A {split} prompt has {max(lengths)} tokens > max_prompt_length={args.max_prompt_length} (row "
                 f"{lengths.index(max(lengths))}). Filter or shorten the prompts, or raise `max_prompt_length`."
             )
+        self._check_context_length(lengths, args.response_length, split)
         if split == "train":
             self._dataset_extra_columns = [c for c in dataset.column_names if c not in ("input_ids", "attention_mask")]
         return dataset
+
+    def _check_context_length(self, prompt_lengths: list[int], response_length: int, split: str) -> None:
+        """Prompt + response must fit the positions of every model that reads the policy's ids: a longer sequence
+        trains silently on positions the model never learned (RoPE) or fails late (learned position embeddings)."""
+        readers = [("policy", self.policy_model), ("critic", self.value_model)]
+        if self.reward_processing_class is None:
+            readers.append(("reward model", self.reward_model))
+        limits = []
+        for name, model in readers:
+            if model is None:
+                continue
+            config = _peft_base(getattr(model, "module", model)).config
+            config = config.get_text_config() if hasattr(config, "get_text_config") else config
+            positions = getattr(config, "max_position_embeddings", None)
+            if positions:
+                limits.append((positions, name))
+        if not limits:
+            return
+        positions, name = min(limits)
+        longest = max(prompt_lengths)
+        if longest + response_length > positions:
+            too_long = [i for i, n in enumerate(prompt_lengths) if n + response_length > positions]
+            raise ValueError(
+                f"{len(too_long)} {split} prompt(s) do not fit the {name}'s context: row {too_long[0]} has "
+                f"{prompt_lengths[too_long[0]]} tokens, and with response_length={response_length} a sequence needs "
+                f"{prompt_lengths[too_long[0]] + response_length} positions > max_position_embeddings={positions}. "
+                f"Filter or shorten the prompts to <= {positions - response_length} tokens (`max_prompt_length` checks "
+                "this early), or lower `response_length`."
+            )
 
     def _compute_batch_sizes(self) -> None:
         """TRL 1.12's derived sizes, written back onto `args` for code that reads them."""
@@ -457,6 +494,12 @@ class OnlineRolloutTrainer(Trainer):
         args.num_total_batches = math.ceil(args.total_episodes / args.batch_size)
         if args.max_steps > 0:  # an explicit `max_steps` wins, as in `transformers.Trainer`
             args.num_total_batches = args.max_steps
+        if args.num_total_batches < 1:
+            raise ValueError(
+                f"`total_episodes={args.total_episodes}` leaves no update to run (a rollout batch is {args.batch_size} "
+                "prompts). `total_episodes` and `max_steps` count the policy's updates; a critic warm-up "
+                "(`critic_warmup_steps`) runs on top of them."
+            )
         self.sample_generations_freq = max(1, args.num_total_batches // max(args.num_sample_generations, 1))
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -541,6 +584,7 @@ class OnlineRolloutTrainer(Trainer):
                     max_steps = self.state.max_steps = self.state.global_step + (
                         num_updates - (self.state.global_step - self.critic_warmup_done)
                     )
+                    self._resize_progress_bars(max_steps)  # an early end shortens the run
             else:
                 self.lr_scheduler.step()  # one scheduler step per rollout batch, as TRL 1.12; frozen in warm-up
             self.control = self.callback_handler.on_step_end(args, self.state, self.control)
@@ -565,6 +609,14 @@ class OnlineRolloutTrainer(Trainer):
 
         num_train_samples = args.batch_size * max_steps
         return self._finalize_training(trial, num_train_samples, start_time)
+
+    def _resize_progress_bars(self, total: int) -> None:
+        """Keep the progress bar's total equal to `state.max_steps` (the critic warm-up can end early)."""
+        for callback in self.callback_handler.callbacks:
+            bar = getattr(callback, "training_bar", None)
+            if bar is not None:
+                bar.total = total
+                bar.refresh()
 
     def _start_step(self) -> list[dict]:
         """Seed this step and return this process's prompts; counts the episodes."""
@@ -795,7 +847,7 @@ class OnlineRolloutTrainer(Trainer):
         """
         args = self.args
         total_loss = torch.tensor(0.0, device=args.device)
-        grad_norms = []
+        grad_norms, grad_norm = [], None
         generator = torch.Generator().manual_seed(args.seed + 31 * self.state.global_step)
         model.train()
         for _ in range(num_epochs):
@@ -815,6 +867,8 @@ class OnlineRolloutTrainer(Trainer):
                     )
                     with sync:
                         loss = micro_batch_loss(mc_inds, mb_inds)
+                        # before the backward: DeepSpeed steps inside it on the last micro-batch
+                        self._stop_on_non_finite("loss", loss.detach(), collective=True)
                         kwargs = {"scale_wrt_gas": False} if self.is_deepspeed_enabled else {}
                         self.accelerator.backward(loss, **kwargs)
                     total_loss += loss.detach()
@@ -822,10 +876,34 @@ class OnlineRolloutTrainer(Trainer):
                     grad_norm = self.accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                     if grad_norm is not None:
                         grad_norms.append(float(grad_norm))
+                elif not self.is_deepspeed_enabled:
+                    grads = [p.grad for p in model.parameters() if p.grad is not None]
+                    grad_norm = torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads]))
+                if grad_norm is not None:  # already reduced over processes: every rank takes the same decision
+                    self._stop_on_non_finite("gradient norm", torch.as_tensor(grad_norm), collective=False)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
         num_steps = num_epochs * args.num_mini_batches
         return total_loss / num_steps, (sum(grad_norms) / len(grad_norms) if grad_norms else None)
+
+    def _stop_on_non_finite(self, quantity: str, value: torch.Tensor, *, collective: bool) -> None:
+        """Raise before a non-finite loss or gradient reaches the weights, naming the step and the loss terms.
+
+        `collective=True` pools the check over processes (one tiny all-reduce), so that every rank stops together
+        instead of one rank raising while the others wait in a collective.
+        """
+        bad = (~torch.isfinite(value)).any().float().reshape(1).to(self.args.device)
+        if collective and self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, "sum")
+        if not bad.item():
+            return
+        terms = {name: float(term) for name, term in getattr(self, "_loss_terms", {}).items()}
+        raise FloatingPointError(
+            f"Non-finite {quantity} at step {self.state.global_step + 1} (this process: {quantity} = "
+            f"{float(value.float().flatten()[0]):.4g}; loss terms of its last micro-batch: {terms}). The update was not applied and training stops. Look at the rewards of this "
+            "step (raw scores far from O(1) overflow the value loss: normalise or scale them, e.g. "
+            "`reward_normalization`), the learning rate and the reference/policy log-probs."
+        )
 
     # ---- score -------------------------------------------------------------------------------------------------------
 
@@ -841,9 +919,7 @@ class OnlineRolloutTrainer(Trainer):
             columns = {key: [row[key] for row in rows] for key in self._dataset_extra_columns if key != "prompt"}
             for func in self.reward_funcs:
                 values = func(prompts=prompts, completions=completions, **columns)
-                if len(values) != len(completions):
-                    raise ValueError(f"Reward function {func} returned {len(values)} scores for {len(completions)}.")
-                scores += torch.tensor([float("nan") if v is None else float(v) for v in values], device=device)
+                scores += torch.tensor(_checked_reward_values(func, values, len(completions)), device=device)
         if not torch.isfinite(scores).all():
             bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
             raise ValueError(
@@ -1195,6 +1271,30 @@ def _load_pretrained_weights(model: nn.Module, folder: str) -> None:
     tied |= {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:
         raise ValueError(f"Checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}.")
+
+
+def _checked_reward_values(func: Callable, values: Any, num_completions: int) -> list[float]:
+    """A reward function's output as floats, or an error that names the function and the offending rollouts."""
+    name = getattr(func, "__qualname__", None) or repr(func)
+    if isinstance(values, torch.Tensor):
+        values = values.tolist()
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(
+            f"Reward function `{name}` returned {type(values).__name__}; it must return a list with one float per "
+            f"completion ({num_completions} here)."
+        )
+    if len(values) != num_completions:
+        raise ValueError(f"Reward function `{name}` returned {len(values)} scores for {num_completions} completions.")
+    bad = [i for i, value in enumerate(values) if value is None or isinstance(value, str)]
+    if bad:
+        raise ValueError(
+            f"Reward function `{name}` returned {values[bad[0]]!r} for rollout(s) {bad}: every completion needs a "
+            "number."
+        )
+    try:
+        return [float(value) for value in values]
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"Reward function `{name}` returned a value that is not a number: {error}") from error
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
