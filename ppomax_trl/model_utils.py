@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Small model utilities shared by the trainers: freezing, dropout, and copies that survive DeepSpeed ZeRO-3."""
+"""Small model utilities shared by the trainers: freezing, dropout, copies that survive DeepSpeed ZeRO-3, and a
+padded copy of a tokenizer without a pad token."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ import copy
 
 import torch
 from torch import nn
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -68,3 +73,29 @@ def copy_model(model: nn.Module) -> nn.Module:
     for name, param in clone.named_parameters():
         param.requires_grad_(sources[name].requires_grad)
     return clone.train(model.training)
+
+
+def tokenizer_with_padding(tokenizer, trainer_name: str):
+    """The tokenizer a trainer pads with, never the caller's tokenizer changed in place.
+
+    A tokenizer with a pad token is returned as is. One without a pad token is deep-copied and the copy pads with EOS;
+    one warning says so (and that the caller's tokenizer is unchanged). The trainer keeps the copy as its
+    `processing_class`, so it is the one saved with the model. Raises a `ValueError` naming `trainer_name` when the
+    tokenizer has neither a pad token nor an EOS.
+    """
+    if tokenizer.pad_token is not None:
+        return tokenizer
+    if tokenizer.eos_token is None:
+        raise ValueError(
+            f"{trainer_name}: the tokenizer has neither a pad token nor an EOS token. Add a pad token that is not a "
+            "real content token, e.g. `tokenizer.add_special_tokens({'pad_token': '<pad>'})` and "
+            "`model.resize_token_embeddings(len(tokenizer))`, then pass that tokenizer."
+        )
+    padded = copy.deepcopy(tokenizer)
+    padded.pad_token = padded.eos_token
+    logger.warning(
+        f"{trainer_name}: the tokenizer has no pad token, so the trainer pads with a copy whose pad token is EOS "
+        f"({padded.eos_token!r}, id {padded.pad_token_id}); the tokenizer you passed is unchanged. The copy is "
+        f"`trainer.processing_class` and is saved with the model. Set `tokenizer.pad_token` yourself to choose another."
+    )
+    return padded

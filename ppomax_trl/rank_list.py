@@ -43,6 +43,7 @@ for them, are pinned by `tests/test_rank_list.py::test_private_overrides_match_p
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections import defaultdict
@@ -57,7 +58,9 @@ from transformers.data.data_collator import DataCollatorMixin
 from transformers.utils import logging
 from trl import RewardConfig, RewardTrainer
 
+from .checkpoints import AtomicCheckpointMixin
 from .losses import RANK_LIST_LOSS_TYPES, rank_list_loss, rank_list_pair_mask
+from .model_utils import tokenizer_with_padding
 
 
 logger = logging.get_logger(__name__)
@@ -350,6 +353,34 @@ def _detect_format(column_names: list[str]) -> str:
     )
 
 
+def _check_text(value: Any, index: int, what: str) -> None:
+    """A prompt or completion is a string or a non-empty list of messages; else a `ValueError` naming row and entry."""
+    if isinstance(value, str):
+        return
+    if value is None:
+        raise ValueError(f"Row {index}: {what} is None; drop it (with its score) or drop the row.")
+    if isinstance(value, list) and value and any(isinstance(message, dict) for message in value):
+        for position, message in enumerate(value):
+            if not (isinstance(message, dict) and "role" in message):
+                raise ValueError(
+                    f"Row {index}: {what}: message {position} is not a `{{'role': ..., 'content': ...}}` dict, got "
+                    f"{message!r}."
+                )
+        return
+    raise ValueError(
+        f"Row {index}: {what} must be a string or a list of messages, got {type(value).__name__} {value!r}."
+    )
+
+
+def _check_token_ids(value: Any, index: int, what: str) -> None:
+    if value is None:
+        raise ValueError(f"Row {index}: {what} is None; drop it (with its score) or drop the row.")
+    if isinstance(value, (list, tuple)):
+        return
+    # A data error of a row, so a ValueError as every other row check (house style), not a TypeError.
+    raise ValueError(f"Row {index}: {what} must be a list of token ids, got {type(value).__name__}.")
+
+
 def _tokenize_completion(processing_class, prompt, completion, example: dict[str, Any]) -> list[int]:
     """Ids of prompt + completion, as `RewardTrainer` tokenizes chosen and rejected."""
     if _is_conversation(completion) or _is_conversation(prompt):
@@ -369,15 +400,32 @@ def _tokenize_completion(processing_class, prompt, completion, example: dict[str
 
 
 def _prepare_row(example, index, *, fmt, processing_class, max_length, ties) -> dict[str, Any]:
+    # Malformed entries fail here naming the row and the completion, not later as a bare TypeError/AttributeError.
     if fmt == "list_ids":
-        sequences = [list(ids) for ids in example["completions_ids"]]
+        completions_ids = example["completions_ids"]
+        if not isinstance(completions_ids, (list, tuple)):
+            raise ValueError(f"Row {index}: `completions_ids` must be a list, got {type(completions_ids).__name__}.")
+        for k, ids in enumerate(completions_ids):
+            _check_token_ids(ids, index, f"completion {k} of `completions_ids`")
+        sequences = [list(ids) for ids in completions_ids]
     elif fmt == "pair_ids":
+        for k, column in enumerate(("chosen_ids", "rejected_ids")):
+            _check_token_ids(example[column], index, f"completion {k} (`{column}`)")
         sequences = [list(example["chosen_ids"]), list(example["rejected_ids"])]
     else:
         completions = example["completions"] if fmt == "list" else [example["chosen"], example["rejected"]]
         if not isinstance(completions, list):
             raise ValueError(f"Row {index}: `completions` must be a list, got {type(completions).__name__}.")
+        names = [""] * len(completions) if fmt == "list" else [" (`chosen`)", " (`rejected`)"]
+        for k, (completion, name) in enumerate(zip(completions, names, strict=True)):
+            _check_text(completion, index, f"completion {k}{name} of the ranked list")
         prompt = example.get("prompt")
+        if "prompt" in example:  # an absent column is an implicit prompt; a None in a present one is a broken row
+            if prompt is None:
+                raise ValueError(
+                    f'Row {index}: `prompt` is None; give every row a prompt ("" for none) or drop the row.'
+                )
+            _check_text(prompt, index, "`prompt`")
         sequences = [_tokenize_completion(processing_class, prompt, c, example) for c in completions]
     size = len(sequences)
     raw_scores = example.get("scores") if fmt in ("list", "list_ids") else None
@@ -468,13 +516,16 @@ def ranked_to_pairs(dataset: Dataset, ties: str = "drop_pairs") -> Dataset:
 # ----------------------------------------------------------------------------------------------------------------------
 # Trainer
 # ----------------------------------------------------------------------------------------------------------------------
-class RankListRewardTrainer(RewardTrainer):
+class RankListRewardTrainer(AtomicCheckpointMixin, RewardTrainer):
     """
     Reward-model trainer on ranked lists of K >= 2 completions per prompt (InstructGPT's K-wise loss by default).
 
     Same arguments as [`~trl.RewardTrainer`]; `args` is a [`RankListRewardConfig`]. The data formats are in the
     module docstring. Each step flattens the real completions of its B lists into one `(sum_b K_b, L)` batch and calls
-    the model once, so every completion gets exactly one forward pass.
+    the model once, so every completion gets exactly one forward pass. The `processing_class` passed in is never
+    changed: without a pad token (or with `args.eos_token` set) the trainer works on a copy, padded with EOS (one
+    warning), keeps it as `self.processing_class` and saves it with the model. A `None` or malformed prompt or
+    completion fails at preparation with its row and completion index.
 
     Example:
 
@@ -545,6 +596,16 @@ class RankListRewardTrainer(RewardTrainer):
             raise TypeError(
                 f"`args` must be a `RankListRewardConfig`, got `{type(args).__name__}`; build one with the same fields."
             )
+        if isinstance(processing_class, PreTrainedTokenizerBase):
+            # RewardTrainer sets the pad token (and `args.eos_token`/`args.pad_token`) on the tokenizer it receives:
+            # it gets a copy whenever it would change one, never the caller's tokenizer.
+            given = processing_class
+            processing_class = tokenizer_with_padding(processing_class, type(self).__name__)
+            overrides = {"eos_token": args.eos_token, "pad_token": args.pad_token}
+            if processing_class is given and any(
+                value is not None and value != getattr(given, name) for name, value in overrides.items()
+            ):
+                processing_class = copy.deepcopy(given)
         # RewardTrainer resolves the pad token after its collator is chosen, so ours learns the pad id afterwards.
         default_collator = data_collator is None
         if default_collator:

@@ -23,7 +23,8 @@ Underscore-prefixed `Trainer` methods used or overridden here, because no public
 `tests/test_ppo_trainer.py::test_private_trainer_hooks_keep_their_signature`): `_inner_training_loop` (the online loop
 replaces the supervised one), `_prepare_for_training` (optimizer, scheduler, DeepSpeed and `accelerator.prepare`),
 `_maybe_log_save_evaluate`, `_finalize_training`, `_load_callback_state`, `_save` (policy at the root, critic in
-`value_model/`), `_save_checkpoint` (adds the running moments and algorithm state), `_load_from_checkpoint`.
+`value_model/`), `_load_from_checkpoint`. Checkpoints are staged and renamed when complete by
+`checkpoints.AtomicCheckpointMixin`; `_save_extra_checkpoint_files` adds the running moments and algorithm state.
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ from transformers import (
     TrainerState,
     TrainingArguments,
 )
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import is_peft_available, logging
 
 from . import ppo_utils as pu
+from .checkpoints import AtomicCheckpointMixin, load_json, load_safetensors
 from .model_utils import copy_model, disable_dropout, freeze
 from .ppo_config import OnlineRolloutConfig
 
@@ -210,7 +211,7 @@ class _IndexStream:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class OnlineRolloutTrainer(Trainer):
+class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
     """Shared engine of the online trainers: prompts -> sampled responses -> scores, on a `transformers.Trainer`.
 
     Subclasses implement `_update` (one training step on a fresh rollout) and may build a critic through
@@ -1201,11 +1202,10 @@ class OnlineRolloutTrainer(Trainer):
         if wrapper.value_model is not None:
             _load_pretrained_weights(wrapper.value_model, os.path.join(resume_from_checkpoint, VALUE_MODEL_DIR))
 
-    def _save_checkpoint(self, model: nn.Module, trial) -> None:
-        super()._save_checkpoint(model, trial)
+    def _save_extra_checkpoint_files(self, checkpoint_dir: str) -> None:
+        """`ppomax_state.json` in the (staged) checkpoint, and the model card; `AtomicCheckpointMixin` calls it."""
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            with open(os.path.join(folder, PPOMAX_STATE_NAME), "w") as f:
+            with open(os.path.join(checkpoint_dir, PPOMAX_STATE_NAME), "w") as f:
                 json.dump(self._ppomax_state(), f, indent=2)
             self.create_model_card(model_name=os.path.basename(os.path.normpath(self.args.output_dir)))
 
@@ -1223,8 +1223,7 @@ class OnlineRolloutTrainer(Trainer):
         path = os.path.join(checkpoint, PPOMAX_STATE_NAME)
         if not os.path.isfile(path):
             raise ValueError(f"{checkpoint} has no {PPOMAX_STATE_NAME}: it was not written by a ppomax_trl trainer.")
-        with open(path) as f:
-            state = json.load(f)
+        state = load_json(path, checkpoint)
         self.reward_moments = pu.RunningMoments.from_state_dict(state["reward_moments"])
         self.critic_warmup_done = state["critic_warmup_done"]
         self.critic_warmup_finished = state["critic_warmup_finished"]
@@ -1254,18 +1253,19 @@ class OnlineRolloutTrainer(Trainer):
 # Module-level helpers
 # ----------------------------------------------------------------------------------------------------------------------
 def _load_pretrained_weights(model: nn.Module, folder: str) -> None:
-    """Load weights saved by `save_pretrained` (full or PEFT adapter) into an existing model, in place."""
-    from safetensors.torch import load_file
+    """Load weights saved by `save_pretrained` (full or PEFT adapter) into an existing model, in place.
 
+    A truncated or corrupted file raises `checkpoints.CheckpointFileError`, which names it.
+    """
     if is_peft_available() and isinstance(model, PeftModel):
-        set_peft_model_state_dict(model, load_file(os.path.join(folder, "adapter_model.safetensors")))
+        set_peft_model_state_dict(model, load_safetensors(os.path.join(folder, "adapter_model.safetensors")))
         return
     files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
     if not files:
         raise FileNotFoundError(f"No safetensors weights in {folder}.")
     state = {}
     for name in files:
-        state.update(load_file(os.path.join(folder, name)))
+        state.update(load_safetensors(os.path.join(folder, name)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     tied |= {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()

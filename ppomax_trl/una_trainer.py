@@ -76,8 +76,9 @@ from transformers.data.data_collator import DataCollatorMixin
 from transformers.utils import is_peft_available, logging
 from trl.data_utils import common_prefix_length, extract_prompt, is_conversational
 
+from .checkpoints import AtomicCheckpointMixin
 from .losses import UNA_FEEDBACK_TYPES, una_loss
-from .model_utils import copy_model, disable_dropout, freeze
+from .model_utils import copy_model, disable_dropout, freeze, tokenizer_with_padding
 from .una_config import UNAConfig
 
 
@@ -262,11 +263,11 @@ def _classify_row(row: dict, index: int, normalizer, score_range) -> tuple[str, 
     if label is not None and score is not None:
         raise ValueError(f"Row {index} has both a `label` and a `score`; keep one (binary or score feedback).")
     if label is not None:
-        # `bool` only: 0/1 integers or strings usually mean an uncast column, and "yes"/"no" would both be truthy.
-        if not isinstance(label, bool):
+        # bools and the integers 0/1 only: other numbers are no binary label, and "yes"/"no" would both be truthy.
+        if not (isinstance(label, bool) or (isinstance(label, numbers.Integral) and label in (0, 1))):
             raise ValueError(
-                f"Row {index}: `label` must be a boolean (True = desirable), got {label!r} ({type(label).__name__}). "
-                "Cast the column, e.g. `dataset.cast_column('label', datasets.Value('bool'))`."
+                f"Row {index}: `label` must be True/False or 1/0 (1 = desirable), got {label!r} "
+                f"({type(label).__name__}). Map the column to booleans, or give graded feedback as a `score`."
             )
         return "binary", [completion], float(label)
     if score is not None or callable(normalizer):
@@ -275,9 +276,13 @@ def _classify_row(row: dict, index: int, normalizer, score_range) -> tuple[str, 
 
 
 def _tokenize_row(row, index, *, tokenizer, normalizer, score_range) -> dict[str, Any]:
-    feedback, completions, target = _classify_row(row, index, normalizer, score_range)
     prompt = row["prompt"]
+    if prompt is None:
+        raise ValueError(f'Row {index}: `prompt` is None; give every row a prompt ("" for none) or drop the row.')
     conversational = is_conversational({"prompt": prompt})
+    if not (conversational or isinstance(prompt, str)):
+        raise ValueError(f"Row {index}: `prompt` must be a string or a list of messages, got {type(prompt).__name__}.")
+    feedback, completions, target = _classify_row(row, index, normalizer, score_range)
     for completion in completions:
         if isinstance(completion, str) == conversational:
             raise ValueError(f"Row {index} mixes a text and a conversational prompt/completion; use one format.")
@@ -321,7 +326,7 @@ def _tokenize_row(row, index, *, tokenizer, normalizer, score_range) -> dict[str
 # ----------------------------------------------------------------------------------------------------------------------
 # Trainer
 # ----------------------------------------------------------------------------------------------------------------------
-class UNATrainer(Trainer):
+class UNATrainer(AtomicCheckpointMixin, Trainer):
     """Offline UNA trainer: fits beta-scaled summed log-ratios to pairwise, binary and score feedback.
 
     Example:
@@ -350,13 +355,16 @@ class UNATrainer(Trainer):
             Defaults to [`DataCollatorForUNA`].
         train_dataset ([`~datasets.Dataset`]):
             Rows in any mix of the preference (`prompt`, `chosen`, `rejected`; or `chosen`/`rejected` with an
-            implicit prompt), unpaired preference (`prompt`, `completion`, `label` bool) and scored (`prompt`,
-            `completion`, `score`) formats, standard text or conversational. In a mixed dataset the unused columns of
-            a row are `None`. Extra `tools` and `chat_template_kwargs` columns reach the chat template.
+            implicit prompt), unpaired preference (`prompt`, `completion`, `label`: True/False or the integers 1/0)
+            and scored (`prompt`, `completion`, `score`) formats, standard text or conversational. In a mixed dataset
+            the unused columns of a row are `None`. Extra `tools` and `chat_template_kwargs` columns reach the chat
+            template.
         eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
             Same formats; scores are mapped with the training dataset's min-max range.
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
-            Tokenizer; loaded from the model's name when `None`. Without a pad token, EOS pads.
+            Tokenizer; loaded from the model's name when `None`. One without a pad token is never changed: the
+            trainer pads with a copy whose pad token is EOS (one warning), keeps it as `self.processing_class` and
+            saves it with the model.
         callbacks (`list[TrainerCallback]`, *optional*), optimizers (*optional*):
             As in [`~transformers.Trainer`].
         peft_config (`peft.PeftConfig`, *optional*):
@@ -404,8 +412,8 @@ class UNATrainer(Trainer):
             processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
         if not isinstance(processing_class, PreTrainedTokenizerBase):
             raise TypeError("`processing_class` must be a tokenizer (vision-language processors are not supported).")
-        if processing_class.pad_token is None:
-            processing_class.pad_token = processing_class.eos_token
+        # Without a pad token: a copy padded with EOS (warned), never the caller's tokenizer changed in place.
+        processing_class = tokenizer_with_padding(processing_class, type(self).__name__)
 
         # PEFT: a new adapter from `peft_config`, or the adapter of a PeftModel passed in.
         if peft_config is not None:

@@ -497,9 +497,9 @@ BAD_INPUTS = [
     (scored([0.5, -0.1]), {}, r"Row 1: score -0.1 maps to -0.1 under score_normalizer='identity'"),
     (scored([0.5, float("nan")]), {}, "Row 1: `score` must be a finite number"),
     (scored([3.0, 3.0]), dict(score_normalizer="minmax"), "set `score_low` < `score_high`"),
-    (Dataset.from_dict({"prompt": ["p", "q"], "completion": [" a", " b"], "label": [1, 0]}), {},
-     r"Row 0: `label` must be a boolean .* got 1 \(int\)"),
-    (Dataset.from_dict({"prompt": ["p"], "completion": [" a"], "label": ["yes"]}), {}, "must be a boolean"),
+    (Dataset.from_dict({"prompt": ["p", "q"], "completion": [" a", " b"], "label": [2, 0]}), {},
+     r"Row 0: `label` must be True/False or 1/0 .* got 2 \(int\)"),  # 0/1 integers are binary labels, 2 is not
+    (Dataset.from_dict({"prompt": ["p"], "completion": [" a"], "label": ["yes"]}), {}, "must be True/False or 1/0"),
     (Dataset.from_list([row("p", chosen=" a", rejected=" b", completion=" c")]), {},
      "Row 0 has both pair columns"),
     (Dataset.from_list([row("p", chosen=" a")]), {}, "only one of `chosen`/`rejected`"),

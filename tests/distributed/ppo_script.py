@@ -20,7 +20,9 @@ Everything is built offline from configs with fixed seeds. It runs `train()`, `e
 `generate_completions()` on 5 held-out prompts (an uneven split over 2 processes), then `save_model()`, and writes,
 next to the saved model:
 
-- `rank{i}.json` (every process): the running reward moments and step counters that process holds;
+- `rank{i}.json` (every process): the running reward moments and step counters that process holds, and sha256
+  digests of the trained policy and critic it holds;
+- `rank{i}_trained_state.pt` (every process): those trained policy and critic weights, gathered under ZeRO-3;
 - `report.json` (main process): log history, eval metrics and completions, batch sizes, and how far the policy, the
   critic and the trainer-built reference (and critic, with `--critic reward|policy`) are from their sources;
 - `initial_state.pt` / `trained_state.pt` (main process): the policy and critic weights before training and after
@@ -33,6 +35,7 @@ import json
 import os
 
 import torch
+from config_probes import digest
 from datasets import Dataset
 from transformers import TrainerCallback
 
@@ -206,9 +209,12 @@ def main() -> None:
         "global_step": trainer.state.global_step,
         "critic_warmup_done": trainer.critic_warmup_done,
         "episode": trainer.episode,
+        "policy_digest": digest(trained["policy"]),
+        "value_digest": digest(trained["value_model"]),
     }
     with open(os.path.join(cli.output_dir, f"rank{acc.process_index}.json"), "w") as f:
         json.dump(rank_report, f, indent=2)
+    torch.save(trained, os.path.join(cli.output_dir, f"rank{acc.process_index}_trained_state.pt"))
     if acc.is_main_process:
         report = {
             "trainer": cli.trainer,

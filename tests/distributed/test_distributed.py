@@ -11,9 +11,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Two-process CPU runs of `ppo_script.py` under DDP, DeepSpeed ZeRO-2 and ZeRO-3, launched with `accelerate launch`.
+"""Two-process CPU runs of `ppo_script.py` under DDP, DeepSpeed ZeRO-2 and ZeRO-3, launched with `accelerate launch`,
+and of `config_script.py`: configurations of `tests/test_configurations.py` (precision, pad == EOS, LR schedule) on 2
+processes, checked by the same invariants (`config_probes.py`) plus identical weights on every rank.
 
-Each run takes 13-17 s on 2 cores; the first DeepSpeed run also JIT-compiles `deepspeed_shm_comm_op` once (about a
+Each run takes 10-17 s on 2 cores; the first DeepSpeed run also JIT-compiles `deepspeed_shm_comm_op` once (about a
 minute, cached in the torch extensions dir). Run them with `pytest -m distributed tests/distributed`.
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from config_probes import ON_POLICY_KEYS
 from torch.testing import assert_close
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -35,6 +38,7 @@ pytestmark = pytest.mark.distributed
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tests" / "distributed" / "ppo_script.py"
+CONFIG_SCRIPT = REPO / "tests" / "distributed" / "config_script.py"
 CONFIGS = REPO / "recipes" / "accelerate_configs" / "ci"
 NUM_PROCESSES = 2
 LAUNCH_TIMEOUT_S = 600
@@ -52,7 +56,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(config: str, output_dir: Path, script_args: tuple[str, ...]) -> None:
+def _launch(config: str, output_dir: Path, script_args: tuple[str, ...], script: Path = SCRIPT) -> None:
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -65,7 +69,7 @@ def _launch(config: str, output_dir: Path, script_args: tuple[str, ...]) -> None
         "--config_file", str(CONFIGS / f"{config}.yaml"),
         "--num_processes", str(NUM_PROCESSES),
         "--main_process_port", str(_free_port()),
-        str(SCRIPT), "--output_dir", str(output_dir), *script_args,
+        str(script), "--output_dir", str(output_dir), *script_args,
     ]  # fmt: skip
     result = subprocess.run(
         cmd, check=False, env=env, cwd=REPO, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S
@@ -78,12 +82,12 @@ def _launch(config: str, output_dir: Path, script_args: tuple[str, ...]) -> None
         )
 
 
-def _run(tmp_path_factory, config: str, *script_args: str) -> Path:
+def _run(tmp_path_factory, config: str, *script_args: str, script: Path = SCRIPT) -> Path:
     """Output dir of a finished run, launching it on first use."""
-    key = (config, *script_args)
+    key = (script.name, config, *script_args)
     if key not in _RUNS:
         output_dir = tmp_path_factory.mktemp(f"{config}{''.join(script_args).replace('-', '_')}")
-        _launch(config, output_dir, script_args)
+        _launch(config, output_dir, script_args, script)
         _RUNS[key] = output_dir
     return _RUNS[key]
 
@@ -133,6 +137,7 @@ def _check_run(output_dir: Path, config: str) -> None:
         moments["count"] == num_steps * report["batch_size"] == num_steps * NUM_PROCESSES * report["local_batch_size"]
     )
     assert moments["mean"] == pytest.approx(logs[-1]["ppomax/running_mean"], rel=1e-6, abs=1e-9)
+    _assert_ranks_hold_identical_weights(output_dir, "rank{}_trained_state.pt")
 
     # models the trainer built: the reference equals the initial policy; a critic equals what it was copied from
     assert report["ref_init_max_abs_diff"] == 0.0
@@ -160,6 +165,26 @@ def _check_run(output_dir: Path, config: str) -> None:
             assert param.numel() > 0 and param.shape == trained[name][key].shape, key
             assert_close(param.detach(), trained[name][key], rtol=0, atol=0, msg=f"{name}.{key} differs from training")
         assert any(not torch.equal(loaded[key], initial[name][key]) for key in loaded), f"{name} saved untrained"
+
+
+def _assert_ranks_hold_identical_weights(output_dir: Path, file_pattern: str) -> None:
+    """Every process holds bit-identical trained policy and critic weights (and digests of them)."""
+    states = [torch.load(output_dir / file_pattern.format(i)) for i in range(NUM_PROCESSES)]
+    ranks = [_read_json(output_dir / f"rank{i}.json") for i in range(NUM_PROCESSES)]
+    for name, digest_key in (("policy", "policy_digest"), ("value_model", "value_digest")):
+        if states[0][name] is None:
+            assert all(state[name] is None for state in states), name
+            continue
+        differing = {}
+        for rank, state in enumerate(states[1:], start=1):
+            assert sorted(state[name]) == sorted(states[0][name]), (rank, name)
+            for key, tensor in state[name].items():
+                if not torch.equal(tensor, states[0][name][key]):
+                    differing[f"rank {rank} {name}.{key}"] = (
+                        (tensor.float() - states[0][name][key].float()).abs().max()
+                    )
+        assert not differing, f"trained weights differ between processes (max |difference|): {differing}"
+        assert len({rank[digest_key] for rank in ranks}) == 1, [rank[digest_key] for rank in ranks]
 
 
 def _assert_same_training(output_dir: Path, reference_dir: Path) -> None:
@@ -222,3 +247,88 @@ def test_deepspeed_gradient_accumulation_matches_ddp(tmp_path_factory):
     output_dir = _run(tmp_path_factory, "zero2", *args)
     _check_run(output_dir, "zero2")
     _assert_same_training(output_dir, reference)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Configurations on 2 processes (`config_script.py`): precision, pad == EOS, LR schedules
+# ----------------------------------------------------------------------------------------------------------------------
+CONFIG_RUNS = [  # accelerate config, trainer, precision, tokenizer, schedule
+    ("ddp", "ppomax", "bf16", "pad_eq_eos", "linear_warmup"),
+    ("zero2", "ppomax", "bf16", "pad_eq_eos", "constant_warmup_ratio"),
+    ("ddp", "ppo", "fp32", "pad_ne_eos", "linear"),
+    ("ddp", "una", "bf16", "pad_ne_eos", "constant_warmup_ratio"),
+]
+CONFIG_CASES = [pytest.param(run, id="-".join(run)) for run in CONFIG_RUNS]
+CONFIG_PPOMAX_CASES = [pytest.param(run, id="-".join(run)) for run in CONFIG_RUNS if run[1] == "ppomax"]
+
+
+def _config_run(tmp_path_factory, run: tuple[str, ...]) -> tuple[Path, list[dict]]:
+    """Output dir and per-rank reports of a `config_script.py` launch (launched on first use)."""
+    config, trainer, precision, tokenizer, schedule = run
+    if config != "ddp":
+        pytest.importorskip("deepspeed")
+    args = ("--trainer", trainer, "--precision", precision, "--tokenizer", tokenizer, "--schedule", schedule)
+    output_dir = _run(tmp_path_factory, config, *args, script=CONFIG_SCRIPT)
+    ranks = [_read_json(output_dir / f"rank{i}.json") for i in range(NUM_PROCESSES)]
+    distributed_type, zero_stage = EXPECTED[config]
+    for report in ranks:
+        assert report["num_processes"] == NUM_PROCESSES and report["distributed_type"] == distributed_type
+        assert report["zero_stage"] == zero_stage
+        assert report["num_updates"] == 2  # total_episodes 16 / (4 rollouts per process * 2 processes)
+        assert report["global_step"] == report["critic_warmup_steps"] + report["num_updates"]
+    return output_dir, ranks
+
+
+@pytest.mark.parametrize("run", CONFIG_CASES)
+def test_config_ranks_hold_identical_weights(tmp_path_factory, run):
+    output_dir, _ = _config_run(tmp_path_factory, run)
+    _assert_ranks_hold_identical_weights(output_dir, "rank{}.pt")
+
+
+@pytest.mark.parametrize("run", CONFIG_CASES)
+def test_config_runs_in_the_configured_precision(tmp_path_factory, run):
+    _, ranks = _config_run(tmp_path_factory, run)
+    bf16 = run[2] == "bf16"
+    for report in ranks:
+        assert report["mixed_precision"] == ("bf16" if bf16 else "no")
+        assert report["update_head_dtypes"] == ["torch.bfloat16" if bf16 else "torch.float32"]
+
+
+@pytest.mark.parametrize("run", CONFIG_CASES)
+def test_config_first_minibatch_of_every_update_is_on_policy(tmp_path_factory, run):
+    """Ratio exactly 1 and value clip fraction exactly 0 (PPO, PPO-max), UNA log-ratio exactly 0, on every rank."""
+    _, ranks = _config_run(tmp_path_factory, run)
+    failures = {}
+    for report in ranks:
+        steps = report["first_minibatch"]
+        assert sorted(steps, key=int) == [str(s) for s in range(report["global_step"])]
+        off = {s: r for s, r in steps.items() if any(r.get(key, 0) != 0 for key in ON_POLICY_KEYS)}
+        if off:
+            failures[f"rank {report['process_index']}"] = off
+    assert not failures, f"first minibatch off-policy: {failures}"
+    if run[1] != "ppomax" and run[4] == "linear":  # lr > 0 from the first step: the record is live
+        assert all(report["later_minibatch_moved"] for report in ranks)
+
+
+@pytest.mark.parametrize("run", CONFIG_CASES)
+def test_config_rollout_score_is_the_reward_models_own_forward(tmp_path_factory, run):
+    _, ranks = _config_run(tmp_path_factory, run)
+    mismatches = [f"rank {r['process_index']}: {m}" for r in ranks for m in r["score_mismatches"]]
+    assert not mismatches, "\n".join(mismatches)
+
+
+@pytest.mark.parametrize("run", CONFIG_CASES)
+def test_config_nothing_after_a_stop_token_reaches_a_loss(tmp_path_factory, run):
+    _, ranks = _config_run(tmp_path_factory, run)
+    assert all(report["num_after_stop"] > 0 for report in ranks), "no response stopped before the last position"
+    problems = [f"rank {r['process_index']}: {p}" for r in ranks for p in r["after_stop_problems"]]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("run", CONFIG_PPOMAX_CASES)
+def test_config_critic_warmup_trains_the_critic_alone(tmp_path_factory, run):
+    """Policy weights and AdamW state (DeepSpeed's flat fp32 partitions under ZeRO-2) bit-identical through the
+    warm-up, the critic moved, on every rank."""
+    _, ranks = _config_run(tmp_path_factory, run)
+    problems = [f"rank {r['process_index']}: {p}" for r in ranks for p in r["warmup_problems"]]
+    assert not problems, "\n".join(problems)
