@@ -54,7 +54,7 @@ from transformers.utils import is_peft_available, logging
 
 from . import ppo_utils as pu
 from .checkpoints import AtomicCheckpointMixin, load_json, load_safetensors
-from .model_utils import copy_model, disable_dropout, freeze
+from .model_utils import copy_model, disable_dropout, freeze, tokenizer_with_padding
 from .ppo_config import OnlineRolloutConfig
 
 
@@ -249,7 +249,10 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
                 "`model` and `ref_model` cannot be the same object. Pass `ref_model=None` for a frozen copy (or the "
                 "disabled adapter under PEFT), or pass `copy.deepcopy(model)`."
             )
-        self._check_tokenizer(processing_class)
+        if processing_class is None:
+            raise ValueError("`processing_class` (the policy tokenizer) is required.")
+        # no pad token: pad with EOS on a copy (pad == EOS is handled everywhere: masks come from the stop token)
+        processing_class = tokenizer_with_padding(processing_class, type(self).__name__)
         self.reward_funcs = [reward_funcs] if callable(reward_funcs) else list(reward_funcs or [])
         if reward_model is None and not self.reward_funcs:
             raise ValueError("Pass a `reward_model`, `reward_funcs`, or both.")
@@ -356,16 +359,6 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
     # ------------------------------------------------------------------------------------------------------------------
     # Construction helpers
     # ------------------------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _check_tokenizer(tokenizer) -> None:
-        if tokenizer is None:
-            raise ValueError("`processing_class` (the policy tokenizer) is required.")
-        if tokenizer.pad_token_id is None:
-            raise ValueError(
-                "The tokenizer has no pad token. Set one that is not a real content token, e.g. "
-                "`tokenizer.add_special_tokens({'pad_token': '<pad>'})` and `model.resize_token_embeddings(len(tokenizer))`."
-            )
-
     @staticmethod
     def _resolve_stop_token_ids(
         args: OnlineRolloutConfig, tokenizer, model: nn.Module | None = None

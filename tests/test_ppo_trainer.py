@@ -137,10 +137,6 @@ def test_bad_inputs_raise_early(tmp_path, tokenizer, models, prompt_dataset):
         PPOTrainer(args, tokenizer, policy, None, reward_model, Dataset.from_dict({"text": ["a"]}), value_model)
     with pytest.raises(ValueError, match="score"):
         PPOTrainer(args, tokenizer, policy, None, tiny_causal_lm(tokenizer), prompt_dataset, value_model)
-    no_pad = copy.deepcopy(tokenizer)
-    no_pad.pad_token = None
-    with pytest.raises(ValueError, match="no pad token"):
-        PPOTrainer(args, no_pad, policy, None, reward_model, prompt_dataset, value_model)
     with pytest.raises(ValueError, match="multiple of `num_mini_batches`"):
         PPOTrainer(PPOConfig(**common_args(tmp_path, num_mini_batches=3)), tokenizer, policy, None, reward_model,
                    prompt_dataset, value_model)  # fmt: skip
@@ -258,6 +254,21 @@ class _as_module(torch.nn.Module):
 
     def named_parameters(self, *args, **kwargs):
         return iter(self._snapshot.items())
+
+
+def test_tokenizer_without_pad_is_copied_with_eos_padding(tmp_path, tokenizer, models, prompt_dataset, caplog):
+    """One rule for every trainer: the caller's tokenizer is never changed; the trainer pads with EOS on a copy."""
+    policy, reward_model, value_model = models
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None
+    with caplog.at_level("WARNING"):
+        trainer = PPOTrainer(PPOConfig(**common_args(tmp_path)), no_pad, policy, None, reward_model, prompt_dataset,
+                             value_model)  # fmt: skip
+    assert no_pad.pad_token is None  # unchanged
+    assert trainer.processing_class is not no_pad
+    assert trainer.processing_class.pad_token_id == trainer.processing_class.eos_token_id
+    assert "no pad token" in caplog.text and "unchanged" in caplog.text
+    trainer.train()
 
 
 def test_running_moments_are_exact_over_the_history(tmp_path, tokenizer, models, prompt_dataset):
