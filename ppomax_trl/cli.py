@@ -18,49 +18,84 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from pathlib import Path
 
-
-ACCELERATE_CONFIGS = ("single_gpu", "multi_gpu", "zero2", "zero3")
-# subcommand -> (recipe file, help)
-RECIPES = {
-    "ppo": ("ppo_max.py", "PPO-max or plain PPO"),
-    "reward": ("reward_rank.py", "rank-list reward-model training, InstructGPT K-wise loss"),
-    "una": ("una.py", "offline UNA on pairwise, binary and score feedback"),
-    "una-online": ("una_online.py", "online UNA, critic-free RLHF by regression"),
-}
-
-
-def recipes_dir() -> Path:
-    """`recipes/` of the repository: it is not packaged, so it is found next to the package in a clone/editable install."""
-    path = Path(__file__).resolve().parent.parent / "recipes"
-    if not path.is_dir():
-        raise SystemExit(
-            f"ppomax-trl: no recipes folder at {path}. The recipes ship with the repository, not the wheel: clone it "
-            "and install it in editable mode (`git clone <repo-url> && pip install -e <clone>`), or run "
-            "`accelerate launch <clone>/recipes/ppo_max.py ...` directly."
-        )
-    return path
+from .recipes import (
+    RECIPES,
+    accelerate_config_names,
+    config_names,
+    package_dir,
+    resolve_accelerate_config,
+    resolve_config_argument,
+)
 
 
 def launch_command(
-    recipe: str, accelerate_config: str | None, num_processes: int | None, args: list[str]
+    module: str,
+    accelerate_config: str | None,
+    num_processes: int | None,
+    args: list[str],
+    main_process_port: int | None = None,
 ) -> list[str]:
-    """`accelerate launch [--config_file C] [--num_processes N] recipes/<recipe> <args>` with this interpreter."""
-    recipes = recipes_dir()
+    """`accelerate launch [--config_file C] [--num_processes N] [--main_process_port P] -m ppomax_trl.recipes.<module>
+    <args>` with this interpreter. `accelerate_config` and `--config` are names of packaged files or paths relative to
+    the current folder; both become absolute paths, and a missing one is a `SystemExit` that says where it looked."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if accelerate_config is not None:
-        config = recipes / "accelerate_configs" / f"{accelerate_config}.yaml"
-        if accelerate_config not in ACCELERATE_CONFIGS:
-            config = Path(accelerate_config)
-        if not config.is_file():
-            raise SystemExit(
-                f"ppomax-trl: accelerate config {config} not found (names: {', '.join(ACCELERATE_CONFIGS)})."
-            )
-        cmd += ["--config_file", str(config)]
+    try:
+        if accelerate_config is not None:
+            cmd += ["--config_file", str(resolve_accelerate_config(accelerate_config))]
+        args = resolve_config_argument(args)
+    except FileNotFoundError as error:
+        raise SystemExit(f"ppomax-trl: {error}") from None
     if num_processes is not None:
         cmd += ["--num_processes", str(num_processes)]
-    return [*cmd, str(recipes / recipe), *args]
+    if main_process_port is not None:
+        cmd += ["--main_process_port", str(main_process_port)]
+    return [*cmd, "-m", f"ppomax_trl.recipes.{module}", *args]
+
+
+def _add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--accelerate_config",
+        default=None,
+        help=f"A packaged accelerate config ({', '.join(accelerate_config_names())}) or a path to a YAML file. "
+        "Default: accelerate's own default config.",
+    )
+    parser.add_argument("--num_processes", type=int, default=None, help="Overrides the config's num_processes.")
+    parser.add_argument(
+        "--main_process_port", type=int, default=None, help="Port of the main process (two jobs on one machine)."
+    )
+
+
+def print_recipe_help(command: str) -> None:
+    """The launcher's own options, then every argument of the recipe (its TrlParser's help)."""
+    import importlib
+
+    recipe = RECIPES[command]
+    module = importlib.import_module(f"ppomax_trl.recipes.{recipe.module}")
+    parser = module.make_parser(prog=f"ppomax-trl {command}")
+    parser.description = (
+        f"Launches the {recipe.module} recipe ({recipe.summary}) through `accelerate launch`. `--config` takes a path "
+        f"or a packaged config ({', '.join(name for name in config_names() if name.startswith(recipe.module + '_'))} "
+        f"or {recipe.module}); flags override it."
+    )
+    group = parser.add_argument_group("ppomax-trl (the config file, and the launcher's options for accelerate launch)")
+    group.add_argument("--config", help="YAML defaults for the flags above, which override it: a path or a name.")
+    _add_launcher_arguments(group)
+    parser.print_help()
+
+
+def print_recipes() -> None:
+    """Where the packaged recipes, example configs and accelerate configs are, to read or copy."""
+    root = package_dir()
+    print(f"Recipes (ppomax_trl.recipes, {root}):")
+    for command, recipe in RECIPES.items():
+        print(f"  ppomax-trl {command:<11} {root / (recipe.module + '.py')}  ({recipe.summary})")
+    print("Configs (--config NAME or a path):")
+    for name in config_names():
+        print(f"  {name:<17} {root / 'configs' / (name + '.yaml')}")
+    print("Accelerate configs (--accelerate_config NAME or a path):")
+    for name in accelerate_config_names():
+        print(f"  {name:<17} {root / 'accelerate_configs' / (name + '.yaml')}")
 
 
 def import_function(path: str):
@@ -90,28 +125,30 @@ def main(argv: list[str] | None = None) -> int:
     quickstart.add_argument("--model_dir", default=None, help="A converted SmolLM2 folder (default: the user cache).")
     quickstart.add_argument("--report_to", default="none", help="`none`, or `wandb` (works with WANDB_MODE=offline).")
     quickstart.add_argument("--learning_rate", type=float, default=5e-5, help="Policy learning rate (critic: 3x).")
-    for command, (recipe, what) in RECIPES.items():
+    commands.add_parser("recipes", help="List the packaged recipes, example configs and accelerate configs (paths).")
+    for command, recipe in RECIPES.items():
         launcher = commands.add_parser(
             command,
-            description=f"Launch recipes/{recipe} ({what}) through `accelerate launch`. Every flag not listed here goes "
-            f"to the recipe, e.g. `--config recipes/configs/{recipe.removesuffix('.py')}_tiny.yaml`.",
+            add_help=False,  # `--help` prints the recipe's arguments too
             allow_abbrev=False,  # every flag it does not name exactly belongs to the recipe
-            help=f"Launch recipes/{recipe} ({what}) through `accelerate launch`; other flags go to the recipe (see its "
-            "--help).",
+            help=f"The {recipe.module} recipe ({recipe.summary}) through `accelerate launch`, e.g. `--config "
+            f"{recipe.module}_tiny`; `ppomax-trl {command} --help` lists its arguments.",
         )
-        launcher.add_argument(
-            "--accelerate_config",
-            default=None,
-            help=f"One of {', '.join(ACCELERATE_CONFIGS)} (recipes/accelerate_configs/NAME.yaml) or a path to a YAML "
-            "file. Default: accelerate's own default config.",
-        )
-        launcher.add_argument("--num_processes", type=int, default=None, help="Overrides the config's num_processes.")
+        launcher.add_argument("-h", "--help", action="store_true", help="Show the launcher's and the recipe's flags.")
+        _add_launcher_arguments(launcher)
     args, recipe_args = parser.parse_known_args(argv)
     if args.command in RECIPES:
-        cmd = launch_command(RECIPES[args.command][0], args.accelerate_config, args.num_processes, recipe_args)
+        if args.help:
+            print_recipe_help(args.command)
+            return 0
+        module = RECIPES[args.command].module
+        cmd = launch_command(module, args.accelerate_config, args.num_processes, recipe_args, args.main_process_port)
         return subprocess.run(cmd, check=False).returncode
     if recipe_args:
         parser.error(f"unrecognized arguments: {' '.join(recipe_args)}")
+    if args.command == "recipes":
+        print_recipes()
+        return 0
     if args.command == "demo":
         from .demo import run_demo
 

@@ -369,11 +369,12 @@ class PPOTrainer(OnlineRolloutTrainer):
         """
         groups = self.optimizer.param_groups
         saved_lrs = [group["lr"] for group in groups]
-        policy_groups = [group for group in groups if self._is_policy_group(group)]
         inner = _innermost_optimizer(self.optimizer)
         saved_state = {}
-        for group in policy_groups:
-            for param in group["params"]:
+        for index, group in enumerate(groups):
+            if not self._is_policy_group(group):
+                continue
+            for param in _state_keys_of_group(self.optimizer, index):
                 state = inner.state.get(param)
                 saved_state[param] = None if state is None else {k: _clone(v) for k, v in state.items()}
         for group in groups:
@@ -569,6 +570,22 @@ def _innermost_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimi
     while hasattr(optimizer, "optimizer"):
         optimizer = optimizer.optimizer
     return optimizer
+
+
+def _state_keys_of_group(optimizer: torch.optim.Optimizer, group_index: int) -> list[torch.Tensor]:
+    """The tensors that key the optimizer state of param group `group_index` in `_innermost_optimizer(optimizer)`.
+
+    Usually the group's params. DeepSpeed ZeRO-3 empties every group's `params` between steps and keys the state by
+    the group's flat fp32 partitions (one per sub-group), which it puts into the group only for the step itself.
+    """
+    keys = list(optimizer.param_groups[group_index]["params"])
+    while optimizer is not None:
+        partitions = getattr(optimizer, "fp32_partitioned_groups_flat", None)
+        group_ids = getattr(optimizer, "sub_group_to_group_id", None)
+        if partitions is not None and group_ids is not None:
+            keys += [flat for sub_group, flat in enumerate(partitions) if group_ids[sub_group] == group_index]
+        optimizer = getattr(optimizer, "optimizer", None)
+    return keys
 
 
 def _clone(value: Any) -> Any:

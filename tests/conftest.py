@@ -13,12 +13,13 @@
 # limitations under the License.
 """Shared offline fixtures: one tokenizer per session, tiny Qwen2 models built from configs (never downloaded)."""
 
-import importlib.util
+import importlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 
@@ -26,6 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+# Reproducible BLAS: MKL's default kernels round differently with the memory alignment of their inputs (about 1e-7 in
+# fp32), so two forwards of the same rows could differ; tests assert exact invariants (ratio exactly 1 on the first
+# minibatch, V_old = V). Must be set before torch loads MKL; subprocesses inherit it.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 import pytest
 from datasets import Dataset
@@ -96,7 +101,8 @@ def tiny_model_dirs(tmp_path_factory, tokenizer) -> dict[str, Path]:
 # Recipe runs (tests/test_recipes*.py, tests/test_sweeps.py, tests/test_wandb_logging.py)
 # ----------------------------------------------------------------------------------------------------------------------
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = REPO / "recipes"
+RECIPES = REPO / "recipes"  # the clone's view: thin scripts that run the packaged recipes, links to their YAML files
+CONFIGS = Path(str(resources.files("ppomax_trl.recipes"))) / "configs"  # what the wheel ships
 
 
 def recipe_env(**overrides: str) -> dict[str, str]:
@@ -106,24 +112,26 @@ def recipe_env(**overrides: str) -> dict[str, str]:
 
 
 def load_recipe(name: str):
-    """`recipes/<name>.py` as a module, for its `parse_args` and `main`."""
-    spec = importlib.util.spec_from_file_location(f"{name}_recipe", RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The packaged recipe module `ppomax_trl.recipes.<name>`, for its `parse_args`, `make_parser` and `main`."""
+    return importlib.import_module(f"ppomax_trl.recipes.{name}")
 
 
-def run_recipe_command(cmd: list[str], output_dir: Path, env: dict[str, str] | None = None) -> None:
-    """Run `cmd` from the repository root; it must exit 0 and leave a model in `output_dir`."""
+def run_recipe_command(
+    cmd: list[str], output_dir: Path, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
+    """Run `cmd` from `cwd` (default: the repository root); it must exit 0 and leave a model in `output_dir`."""
     result = subprocess.run(
-        cmd, cwd=REPO, env=env or recipe_env(), capture_output=True, text=True, timeout=600, check=False
+        cmd, cwd=cwd, env=env or recipe_env(), capture_output=True, text=True, timeout=600, check=False
     )
     assert result.returncode == 0, f"`{' '.join(cmd)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert (output_dir / "model.safetensors").is_file(), sorted(os.listdir(output_dir))
+    return result
 
 
 def two_process_launch(accelerate_config: str, recipe: str, *recipe_args: str) -> list[str]:
-    """`accelerate launch` of `recipes/<recipe>.py` on 2 CPU processes with `recipes/accelerate_configs/ci/<config>`."""
+    """`accelerate launch -m ppomax_trl.recipes.<recipe>` on 2 CPU processes with
+    `recipes/accelerate_configs/ci/<config>` (run from the repository root: ci/zero3.yaml names its JSON by a relative
+    path)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -131,7 +139,7 @@ def two_process_launch(accelerate_config: str, recipe: str, *recipe_args: str) -
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(RECIPES / "accelerate_configs" / "ci" / f"{accelerate_config}.yaml"),
         "--num_processes", "2", "--main_process_port", str(port),
-        str(RECIPES / f"{recipe}.py"), *recipe_args,
+        "-m", f"ppomax_trl.recipes.{recipe}", *recipe_args,
     ]  # fmt: skip
 
 

@@ -11,15 +11,17 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""`recipes/ppo_max.py`, its tiny YAML and the `ppomax-trl ppo` launcher, run end to end on tiny offline models."""
+"""The `ppo_max` recipe (`ppomax_trl.recipes.ppo_max`, run by `recipes/ppo_max.py` in the clone), its tiny YAML and the
+`ppomax-trl ppo` launcher, run end to end on tiny offline models."""
 
 import json
 import shutil
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
-from conftest import RECIPES, REPO, assert_trained_from, load_recipe, run_recipe_command, two_process_launch
+from conftest import CONFIGS, RECIPES, REPO, assert_trained_from, load_recipe, run_recipe_command, two_process_launch
 from transformers import AutoModelForCausalLM
 
 from ppomax_trl import PPOConfig, PPOMaxConfig
@@ -27,7 +29,7 @@ from ppomax_trl.cli import import_function, launch_command
 
 
 RECIPE = RECIPES / "ppo_max.py"
-TINY_YAML = RECIPES / "configs" / "ppo_max_tiny.yaml"
+TINY_YAML = CONFIGS / "ppo_max_tiny.yaml"
 PROMPTS = ["the movie was", "i loved", "what a", "the food", "a good cast", "the film"]
 
 
@@ -64,7 +66,7 @@ def test_tiny_yaml_parses_and_cli_flags_override():
     script_args, training_args, model_args = recipe.parse_args(["--config", str(TINY_YAML), "--max_steps", "3"])
     assert type(training_args) is PPOMaxConfig and script_args.trainer == "ppo_max"
     assert training_args.max_steps == 3 and training_args.response_length == 4 and training_args.use_cpu
-    assert model_args.model_name_or_path == "path/to/tiny_policy"
+    assert model_args.model_name_or_path == "tiny://policy" and training_args.reward_model_path == "tiny://reward"
     # `--trainer ppo` parses a plain PPOConfig: its defaults, not PPO-max's, for the fields the YAML leaves unset
     script_args, training_args, _ = recipe.parse_args(["--config", str(TINY_YAML), "--trainer", "ppo"])
     assert type(training_args) is PPOConfig and script_args.trainer == "ppo"
@@ -95,15 +97,26 @@ def test_console_entry_point_launches_recipe(tmp_path, assets):
     _check_saved_policy(tmp_path, expected_episodes=2)
 
 
+def test_tiny_config_runs_as_it_is(tmp_path):
+    """`tiny://` models and prompts are built in memory: the packaged tiny config needs no path (`--config` by name)."""
+    recipe = load_recipe("ppo_max")
+    recipe.main(*recipe.parse_args(["--config", "ppo_max_tiny", "--max_steps", "1", "--output_dir", str(tmp_path)]))
+    _check_saved_policy(tmp_path, expected_episodes=2)
+    assert (tmp_path / "value_model" / "model.safetensors").is_file()
+
+
 def test_launch_command_resolves_configs():
-    cmd = launch_command("ppo_max.py", "zero3", 4, ["--config", "x.yaml"])
+    packaged = Path(str(resources.files("ppomax_trl.recipes")))
+    cmd = launch_command("ppo_max", "zero3", 4, ["--config", "ppo_max_tiny", "--max_steps", "1"])
     assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    assert cmd[3:7] == ["--config_file", str(REPO / "recipes/accelerate_configs/zero3.yaml"), "--num_processes", "4"]
-    assert cmd[7:] == [str(RECIPE), "--config", "x.yaml"]
+    assert cmd[3:7] == ["--config_file", str(packaged / "accelerate_configs/zero3.yaml"), "--num_processes", "4"]
+    assert cmd[7:] == ["-m", "ppomax_trl.recipes.ppo_max", "--config", str(TINY_YAML), "--max_steps", "1"]
     ci_config = str(REPO / "recipes/accelerate_configs/ci/ddp.yaml")
-    assert launch_command("ppo_max.py", ci_config, None, [])[3:5] == ["--config_file", ci_config]
-    with pytest.raises(SystemExit, match="not found"):
-        launch_command("ppo_max.py", "no_such_config", None, [])
+    assert launch_command("ppo_max", ci_config, None, [], main_process_port=29511)[3:7] == [
+        "--config_file", ci_config, "--main_process_port", "29511",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit, match="not found|neither a file"):
+        launch_command("ppo_max", "no_such_config", None, [])
 
 
 @pytest.mark.distributed

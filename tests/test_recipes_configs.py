@@ -11,20 +11,22 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Every YAML in `recipes/configs/` parses through its recipe's parser, and the full-size ones are what their header
-says: launch commands that exist, GPU settings, PPO-max's paper defaults, one InstructGPT chain. Nothing is trained."""
+"""Every packaged YAML config (`ppomax_trl/recipes/configs/`, linked from `recipes/configs/`) parses through its
+recipe's parser, and the full-size ones are what their header says: launch commands that exist, GPU settings, PPO-max's
+paper defaults, one InstructGPT chain. Nothing is trained."""
 
 import re
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import RECIPES, REPO, load_recipe
+from conftest import CONFIGS, RECIPES, load_recipe
 
 from ppomax_trl import OnlineUNAConfig, PPOMaxConfig, RankListRewardConfig, UNAConfig
+from ppomax_trl.recipes import RECIPES as COMMANDS
+from ppomax_trl.recipes import resolve_accelerate_config
 
 
-CONFIGS = RECIPES / "configs"
 CONFIG_CLASSES = {
     "ppo_max": PPOMaxConfig,
     "reward_rank": RankListRewardConfig,
@@ -55,10 +57,10 @@ def _as_parsed(key: str, value):
 
 
 def _launch_commands(text: str) -> list[str]:
-    """The `accelerate launch` commands of a text, continuation lines joined, trailing `# comments` dropped."""
+    """The `ppomax-trl <command>` launch lines of a text, continuation lines joined, trailing `# comments` dropped."""
     text = re.sub(r"\\\n\s*", " ", text)
-    lines = (line.split(" # ")[0] for line in text.splitlines())
-    return [" ".join(line.split()) for line in lines if line.startswith("accelerate launch")]
+    lines = (line.split(" # ")[0].strip() for line in text.splitlines())
+    return [" ".join(line.split()) for line in lines if re.match(r"ppomax-trl [\w-]+ --accelerate_config", line)]
 
 
 def _header(path: Path) -> str:
@@ -99,20 +101,33 @@ def test_full_size_config_is_a_gpu_run(path):
 
 @pytest.mark.parametrize("path", FULL_SIZE, ids=lambda path: path.stem)
 def test_full_size_config_header_gives_launch_commands(path):
-    """The header's 1-GPU and 8-GPU commands run this YAML through its recipe, with accelerate configs that exist; the
-    recipe's docstring gives the same two commands."""
+    """The header's 1-GPU and 8-GPU commands run this YAML (by its packaged name, so from any folder) through its
+    recipe's subcommand, with packaged accelerate configs; the recipe's docstring gives the same two commands."""
     commands = _launch_commands(_header(path))
     assert len(commands) == 2, commands
-    tail = f"recipes/{path.stem}.py --config recipes/configs/{path.name}"
+    command = next(name for name, recipe in COMMANDS.items() if recipe.module == path.stem)
     one_gpu, eight_gpus = commands
-    assert one_gpu == f"accelerate launch --config_file recipes/accelerate_configs/single_gpu.yaml {tail}"
-    match = re.fullmatch(rf"accelerate launch --config_file (\S+) --num_processes 8 {re.escape(tail)}", eight_gpus)
-    assert match and match[1] != "recipes/accelerate_configs/single_gpu.yaml", eight_gpus
-    for command in commands:
-        config_file = command.split("--config_file ")[1].split()[0]
-        assert (REPO / config_file).is_file(), config_file
-        assert yaml.safe_load((REPO / config_file).read_text())["mixed_precision"] == "bf16"
+    assert one_gpu == f"ppomax-trl {command} --accelerate_config single_gpu --config {path.stem}"
+    match = re.fullmatch(
+        rf"ppomax-trl {command} --accelerate_config (\w+) --num_processes 8 --config {path.stem}", eight_gpus
+    )
+    assert match and match[1] != "single_gpu", eight_gpus
+    for line in commands:
+        config_file = resolve_accelerate_config(line.split("--accelerate_config ")[1].split()[0])
+        assert yaml.safe_load(config_file.read_text())["mixed_precision"] == "bf16"
     assert _launch_commands(load_recipe(path.stem).__doc__) == commands
+
+
+def test_clone_recipes_folder_points_at_the_packaged_files():
+    """`recipes/` in the clone holds no copies: its scripts run the packaged modules, its YAML files are links."""
+    for recipe in COMMANDS.values():
+        script = (RECIPES / f"{recipe.module}.py").read_text()
+        assert f"from ppomax_trl.recipes.{recipe.module} import main, parse_args" in script
+        assert "def main" not in script and len(script.splitlines()) < 40
+    for path in ALL_CONFIGS:
+        assert (RECIPES / "configs" / path.name).resolve() == path.resolve()
+    for name in ("single_gpu", "multi_gpu", "zero2", "zero3"):
+        assert (RECIPES / "accelerate_configs" / f"{name}.yaml").resolve() == resolve_accelerate_config(name).resolve()
 
 
 def test_ppo_max_config_keeps_the_paper_defaults():

@@ -11,8 +11,9 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""`recipes/reward_rank.py`, `recipes/una.py`, `recipes/una_online.py`, their tiny YAMLs and `ppomax-trl
-reward|una|una-online`, run end to end on tiny offline models; plus the InstructGPT chain reward_rank -> ppo_max."""
+"""The `reward_rank`, `una` and `una_online` recipes (`ppomax_trl.recipes.*`, run by `recipes/*.py` in the clone), their
+tiny YAMLs and `ppomax-trl reward|una|una-online`, run end to end on tiny offline models; plus the InstructGPT chain
+reward_rank -> ppo_max."""
 
 import json
 import shutil
@@ -20,13 +21,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RECIPES, assert_trained_from, load_recipe, run_recipe_command, two_process_launch
+from conftest import CONFIGS, RECIPES, assert_trained_from, load_recipe, run_recipe_command, two_process_launch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from ppomax_trl import OnlineUNAConfig, RankListRewardConfig, UNAConfig
 
 
-CONFIGS = RECIPES / "configs"
 PROMPTS = ["the movie was", "i loved", "what a", "the food", "a good cast", "the film"]
 
 
@@ -126,13 +126,21 @@ def test_tiny_yamls_parse_and_cli_flags_override():
         script_args, training_args, model_args = recipe.parse_args(args)
         assert type(training_args) is config_cls, recipe_name
         assert training_args.max_steps == 3 and training_args.use_cpu and not training_args.bf16
-        assert model_args.model_name_or_path.startswith("path/to/")
-        assert script_args.dataset_name.startswith("path/to/")
+        assert model_args.model_name_or_path == "tiny://policy"  # built in memory: the config runs as it is
+        assert script_args.dataset_name.startswith("tiny://")
     script_args, training_args, _ = load_recipe("una_online").parse_args(
         ["--config", str(CONFIGS / "una_online_tiny.yaml"), "--reward_funcs", "a:b", "c:d"]
     )
-    assert script_args.reward_model_path == "path/to/tiny_reward_model"  # a script argument, not a config field
+    assert script_args.reward_model_path == "tiny://reward"  # a script argument, not a config field
     assert script_args.reward_funcs == ["a:b", "c:d"] and training_args.response_length == 4
+
+
+@pytest.mark.parametrize("name", ["reward_rank", "una", "una_online"])
+def test_tiny_config_runs_as_it_is(tmp_path, name):
+    """`tiny://` models and data are built in memory: the packaged tiny config needs no path (`--config` by name)."""
+    recipe = load_recipe(name)
+    recipe.main(*recipe.parse_args(["--config", f"{name}_tiny", "--max_steps", "1", "--output_dir", str(tmp_path)]))
+    assert (tmp_path / "model.safetensors").is_file() and len(_logs(tmp_path)) >= 1
 
 
 def test_reward_rank_recipe_then_ppo_max_chain(tmp_path, assets):

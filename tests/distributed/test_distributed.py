@@ -191,9 +191,12 @@ def _assert_same_training(output_dir: Path, reference_dir: Path) -> None:
     """Same seeds, same global batch: DeepSpeed must train the same weights as DDP (up to float reordering)."""
     trained = torch.load(output_dir / "trained_state.pt")
     reference = torch.load(reference_dir / "trained_state.pt")
+    # atol 1e-5 is 1% of one AdamW step (lr 1e-3): Adam divides by sqrt(v), so float reordering in the gradient of an
+    # element whose gradient is near 0 moves its step by ~1e-6; a wrong step size (e.g. bias correction after a
+    # warm-up that advanced the policy's step count) moves every element by ~1e-4 or more
     for name in ("policy", "value_model"):
         for key, value in reference[name].items():
-            assert_close(trained[name][key], value, rtol=1e-4, atol=1e-6, msg=f"{name}.{key}")
+            assert_close(trained[name][key], value, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
     # grad norms too: AdamW hides a constant gradient scale (e.g. a wrong 1/accumulation-steps factor), the norm doesn't
     for key in ("loss", "grad_norm"):
         values = [e[key] for e in _read_json(output_dir / "report.json")["log_history"] if "loss" in e]

