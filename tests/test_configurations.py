@@ -239,9 +239,9 @@ def test_missing_eos_penalty_hits_exactly_the_responses_without_one(trainer_kind
             else:
                 advantages = trainer.advantages
 
-                def recording_advantages(batch, rewards, record=record, advantages=advantages):
+                def recording_advantages(batch, rewards, *rest, record=record, advantages=advantages):
                     record["rewards"] = rewards.clone()
-                    return advantages(batch, rewards)
+                    return advantages(batch, rewards, *rest)
 
                 monkeypatch.setattr(trainer, "advantages", recording_advantages)
             trainer.train()

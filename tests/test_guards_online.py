@@ -62,12 +62,30 @@ def returns_none_for_one(prompts, completions, **kwargs):
     return [None] + [1.0] * (len(completions) - 1)
 
 
+def returns_a_string(prompts, completions, **kwargs):
+    return [1.0, "2"] + [1.0] * (len(completions) - 2)
+
+
+def returns_too_few(prompts, completions, **kwargs):
+    return [1.0] * (len(completions) - 1)
+
+
 @pytest.mark.parametrize(
     "func, error, message",
     [
         (returns_none, TypeError, r"`returns_none` returned NoneType; it must return a list"),
         (returns_a_float, TypeError, r"`returns_a_float` returned float"),
-        (returns_none_for_one, ValueError, r"`returns_none_for_one` returned None for rollout\(s\) \[0\]"),
+        (returns_a_string, TypeError, r"`returns_a_string` returned '2' for rollout\(s\) \[1\]"),
+        (returns_too_few, ValueError, r"`returns_too_few` returned 3 scores for 4 completions"),
+        # `None` means "does not apply" (GRPO); with a single function, that rollout has no score at all
+        (
+            returns_none_for_one,
+            ValueError,
+            (
+                r"Rollout 0 at step 1 has no score: every reward function \(returns_none_for_one\) returned None for "
+                r"it \(\{'prompt': .*, 'completion': .*\}\); rollouts without a score: \[0\]"
+            ),
+        ),
     ],
 )
 def test_bad_reward_function_output_names_the_function(tmp_path, tokenizer, prompt_dataset, func, error, message):

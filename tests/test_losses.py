@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from ppomax_trl.losses import entropy_bonus_loss, language_modeling_loss, ppo_policy_loss, ppo_value_loss
+from ppomax_trl.losses import (
+    LOSS_AGG_MODES,
+    aggregate_loss,
+    entropy_bonus_loss,
+    language_modeling_loss,
+    ppo_policy_loss,
+    ppo_value_loss,
+)
 
 
 DTYPE = torch.float64
@@ -61,6 +68,7 @@ def naive_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange, num_t
     n = n_valid if num_tokens is None else num_tokens
     ratio_mean = sum(ratios) / n_valid
     stats = {
+        "batch_loss": total / n_valid,
         "clipfrac": n_clipped / n_valid,
         "approxkl": kl2 / n_valid,
         "approxkl_k3": kl3 / n_valid,
@@ -129,6 +137,130 @@ def test_ppo_policy_loss_num_tokens_over_micro_batches():
     # a float num_tokens works too
     float_loss, _ = ppo_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange=0.2, num_tokens=40.0)
     assert_close(float_loss, full_loss * total_tokens / 40.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Options of current PPO stacks: clip-higher, dual clip, loss aggregation modes (verl's names)
+# ---------------------------------------------------------------------------------------------------------------------
+def naive_aggregate(per_row_losses, mode, num_tokens=None, num_sequences=None, norm_length=None):
+    """`per_row_losses`: one list of valid-token losses per row; the four verl modes written out."""
+    rows = [row for row in per_row_losses if row]  # an empty row counts as no sequence
+    n = sum(len(row) for row in rows) if num_tokens is None else num_tokens
+    s = len(rows) if num_sequences is None else num_sequences
+    if mode == "token-mean":
+        return sum(sum(row) for row in rows) / n
+    if mode == "seq-mean-token-mean":
+        return sum(sum(row) / len(row) for row in rows) / s
+    if mode == "seq-mean-token-sum":
+        return sum(sum(row) for row in rows) / s
+    return sum(sum(row) for row in rows) / (s * norm_length)
+
+
+def naive_policy_loss_with_options(logprobs, old_logprobs, advantages, mask, *, eps_low, eps_high, dual_clip, **agg):
+    """Token loop: l = max(-A rho, -A clip(rho, 1 - eps_low, 1 + eps_high)); l = min(l, -c A) where A < 0."""
+    per_row, n_dual, n_valid = [], 0, 0
+    for b in range(mask.size(0)):
+        row = []
+        for t in range(mask.size(1)):
+            if not mask[b, t]:
+                continue
+            ratio = math.exp(logprobs[b, t].item() - old_logprobs[b, t].item())
+            advantage = advantages[b, t].item()
+            loss = max(-advantage * ratio, -advantage * min(max(ratio, 1.0 - eps_low), 1.0 + eps_high))
+            if dual_clip is not None and advantage < 0 and loss > -dual_clip * advantage:
+                loss, n_dual = -dual_clip * advantage, n_dual + 1
+            row.append(loss)
+            n_valid += 1
+        per_row.append(row)
+    return naive_aggregate(per_row, **agg), n_dual / n_valid
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+@pytest.mark.parametrize("eps_low, eps_high, dual_clip", [(0.2, 0.2, None), (0.2, 0.28, None), (0.1, 0.3, 1.5)])
+def test_ppo_policy_loss_options_match_loop(seed, mode, eps_low, eps_high, dual_clip):
+    logprobs, old_logprobs, advantages, mask = random_policy_batch(seed, batch=8, spread=1.0)
+    mask[2] = False  # an empty row: no token, no sequence
+    loss, stats = ppo_policy_loss(
+        logprobs, old_logprobs, advantages, mask, cliprange=0.5, cliprange_low=eps_low, cliprange_high=eps_high,
+        dual_clip=dual_clip, loss_agg_mode=mode, norm_length=11,
+    )  # fmt: skip
+    expected, dual_share = naive_policy_loss_with_options(
+        logprobs, old_logprobs, advantages, mask, eps_low=eps_low, eps_high=eps_high, dual_clip=dual_clip, mode=mode,
+        norm_length=11,
+    )  # fmt: skip
+    assert_close(loss, torch.tensor(expected, dtype=DTYPE))
+    assert_close(stats["batch_loss"], loss)
+    if dual_clip is not None:
+        assert stats["dual_clipfrac"].item() == pytest.approx(dual_share)
+        assert dual_share > 0  # the bound is exercised
+    else:
+        assert "dual_clipfrac" not in stats
+
+
+def test_clip_higher_and_dual_clip_hand_example():
+    # A = 1, rho = 1.25: symmetric eps 0.2 gives max(-1.25, -1.2) = -1.2; eps_high 0.28 leaves -1.25 (clip-higher)
+    # A = -1, rho = 5: standard PPO gives max(5, 1.2) = 5; dual clip c = 3 caps it at 3, with zero gradient
+    old = torch.zeros(1, 2, dtype=DTYPE)
+    logprobs = torch.log(torch.tensor([[1.25, 5.0]], dtype=DTYPE)).requires_grad_(True)
+    advantages = torch.tensor([[1.0, -1.0]], dtype=DTYPE)
+    mask = torch.tensor([[True, False]])
+    assert ppo_policy_loss(logprobs, old, advantages, mask, cliprange=0.2)[0].item() == pytest.approx(-1.2)
+    higher = ppo_policy_loss(logprobs, old, advantages, mask, cliprange=0.2, cliprange_high=0.28)[0]
+    assert higher.item() == pytest.approx(-1.25)
+    mask = torch.tensor([[False, True]])
+    assert ppo_policy_loss(logprobs, old, advantages, mask, cliprange=0.2)[0].item() == pytest.approx(5.0)
+    dual, stats = ppo_policy_loss(logprobs, old, advantages, mask, cliprange=0.2, dual_clip=3.0)
+    assert dual.item() == pytest.approx(3.0) and stats["dual_clipfrac"].item() == 1.0
+    dual.backward()
+    assert logprobs.grad.abs().sum().item() == 0.0
+    with pytest.raises(ValueError, match="dual_clip"):
+        ppo_policy_loss(logprobs, old, advantages, mask, cliprange=0.2, dual_clip=1.0)
+
+
+def test_aggregate_loss_hand_example():
+    # rows of 1 and 3 valid tokens: [2], [1, 1, 4]; an empty third row
+    per_token = torch.tensor([[2.0, 9.0, 9.0], [1.0, 1.0, 4.0], [7.0, 7.0, 7.0]], dtype=DTYPE)
+    mask = torch.tensor([[True, False, False], [True, True, True], [False, False, False]])
+    expected = {
+        "token-mean": 8 / 4,  # (2 + 6) / 4 tokens
+        "seq-mean-token-mean": (2 + 2) / 2,  # row means 2 and 2, over 2 sequences
+        "seq-mean-token-sum": (2 + 6) / 2,
+        "seq-mean-token-sum-norm": (2 + 6) / (2 * 5),  # C = 5
+    }
+    for mode, value in expected.items():
+        assert aggregate_loss(per_token, mask, mode=mode, norm_length=5).item() == pytest.approx(value), mode
+    assert aggregate_loss(per_token, mask, mode="seq-mean-token-sum-norm").item() == pytest.approx(8 / (2 * 3))
+    with pytest.raises(ValueError, match="loss aggregation mode"):
+        aggregate_loss(per_token, mask, mode="sum")
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_aggregate_loss_is_additive_over_micro_batches(mode):
+    """Micro-batches given the minibatch's token and sequence counts sum to the minibatch's loss, in every mode."""
+    generator = torch.Generator().manual_seed(5)
+    per_token = torch.randn(7, 6, generator=generator, dtype=DTYPE)
+    mask = torch.arange(6).unsqueeze(0) < torch.tensor([1, 6, 3, 0, 2, 5, 4]).unsqueeze(1)
+    full = aggregate_loss(per_token, mask, mode=mode, norm_length=6)
+    num_tokens, num_sequences = mask.sum(), (mask.sum(-1) > 0).sum()
+    parts = [
+        aggregate_loss(per_token[rows], mask[rows], mode=mode, num_tokens=num_tokens, num_sequences=num_sequences,
+                       norm_length=6)
+        for rows in (slice(0, 2), slice(2, 5), slice(5, 7))
+    ]  # fmt: skip
+    assert_close(sum(parts), full)
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_entropy_bonus_is_aggregated_like_the_policy_loss(mode):
+    generator = torch.Generator().manual_seed(6)
+    logits = torch.randn(3, 4, 5, generator=generator, dtype=DTYPE)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True], [True, False, False, False]])
+    loss, per_token_entropy = entropy_bonus_loss(logits, mask, loss_agg_mode=mode, norm_length=4)
+    entropy = -(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1)
+    rows = [[entropy[b, t].item() for t in range(4) if mask[b, t]] for b in range(3)]
+    assert loss.item() == pytest.approx(-naive_aggregate(rows, mode, norm_length=4), rel=1e-12)
+    assert_close(per_token_entropy, entropy)
 
 
 def test_ppo_policy_loss_gradient_vanishes_where_clipped_branch_wins():

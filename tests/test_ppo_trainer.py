@@ -27,6 +27,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, Trainer, TrainerCallback
 
 from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
+from ppomax_trl.losses import LOSS_AGG_MODES
 from ppomax_trl.tiny import tiny_causal_lm
 
 
@@ -351,10 +352,14 @@ def test_eos_truncation_masks_post_stop_tokens_out_of_every_loss(tmp_path, token
     post = ~batch["response_mask"]
     for key in ("advantages", "returns", "values", "logprobs"):
         perturbed[key][post] = 1e3
-    inds, tokens = torch.arange(4), batch["response_mask"].sum().float()
-    loss = trainer._micro_batch_loss(trainer.model, batch, inds, tokens, False, defaultdict(list))
-    loss_perturbed = trainer._micro_batch_loss(trainer.model, perturbed, inds, tokens, False, defaultdict(list))
-    assert torch.equal(loss, loss_perturbed)
+    inds, tokens, sequences = torch.arange(4), batch["response_mask"].sum().float(), torch.tensor(4.0)
+    for mode in LOSS_AGG_MODES:
+        trainer.args.loss_agg_mode = mode
+        loss = trainer._micro_batch_loss(trainer.model, batch, inds, tokens, sequences, False, defaultdict(list))
+        loss_perturbed = trainer._micro_batch_loss(
+            trainer.model, perturbed, inds, tokens, sequences, False, defaultdict(list)
+        )
+        assert torch.equal(loss, loss_perturbed), mode
 
 
 def test_adaptive_kl_controller_moves_the_coefficient(tmp_path, tokenizer, models, prompt_dataset):

@@ -33,16 +33,19 @@ from ppomax_trl.ppo_utils import (
     FixedKLController,
     RunningMoments,
     batch_moments,
+    compute_decoupled_gae,
     compute_gae,
     exact_div,
     explained_variance,
     first_true_indices,
     kl_estimate,
     last_token_indices,
+    length_adaptive_lam,
     masked_mean,
     masked_sum,
     masked_var,
     masked_whiten,
+    masked_whiten_global,
     merge_moments,
     reparameterize_scores,
     token_rewards,
@@ -563,17 +566,19 @@ def test_token_rewards_match_loop():
 # GAE (spec §2.8)
 # ---------------------------------------------------------------------------------------------------------------------
 def naive_gae(rewards, values, mask, gamma, lam):
-    """Per sequence over its valid positions t = 0..L, with V_{L+1} = 0 and A_{L+1} = 0."""
+    """Per sequence over its valid positions t = 0..L, with V_{L+1} = 0 and A_{L+1} = 0; `lam` a float or one per
+    row."""
     batch, length = mask.shape
     advantages = np.zeros((batch, length))
     returns = np.zeros((batch, length))
     for b in range(batch):
+        lam_b = float(lam[b]) if isinstance(lam, (list, tuple, torch.Tensor)) else lam
         last = int(mask[b].sum()) - 1
         next_advantage = 0.0
         for t in range(last, -1, -1):
             next_value = float(values[b, t + 1]) if t < last else 0.0
             delta = float(rewards[b, t]) + gamma * next_value - float(values[b, t])
-            next_advantage = delta + gamma * lam * next_advantage
+            next_advantage = delta + gamma * lam_b * next_advantage
             advantages[b, t] = next_advantage
             returns[b, t] = next_advantage + float(values[b, t])
     return torch.from_numpy(advantages), torch.from_numpy(returns)
@@ -643,6 +648,136 @@ def test_gae_with_gamma_lam_one_is_the_monte_carlo_return():
     masked_rewards = rewards * mask
     reward_to_go = masked_rewards.flip(1).cumsum(1).flip(1) * mask
     assert_close(returns, reward_to_go)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Per-sequence and decoupled lambdas (VAPO, VC-PPO)
+# ---------------------------------------------------------------------------------------------------------------------
+def naive_length_adaptive_lam(mask, alpha):
+    """lambda_b = min(max(1 - 1 / (alpha l_b), 0), 1), an empty response counted as length 1."""
+    out = []
+    for row in mask.tolist():
+        length = max(sum(bool(x) for x in row), 1)
+        out.append(min(max(1.0 - 1.0 / (alpha * length), 0.0), 1.0))
+    return torch.tensor(out, dtype=DTYPE)
+
+
+def test_length_adaptive_lam_hand_example():
+    # VAPO's alpha = 0.05: lambda = 1 - 20 / l, so l <= 20 gives 0, l = 40 gives 0.5, l = 100 gives 0.8
+    lengths = [0, 1, 10, 20, 40, 100]
+    mask = torch.arange(100).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    assert length_adaptive_lam(mask, alpha=0.05).tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0, 0.5, 0.8])
+    assert length_adaptive_lam(mask, alpha=0.5).tolist() == pytest.approx([0.0, 0.0, 0.8, 0.9, 0.95, 0.98])
+    with pytest.raises(ValueError, match="alpha"):
+        length_adaptive_lam(mask, alpha=0.0)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.3, 2.0])
+def test_length_adaptive_lam_matches_loop(alpha):
+    generator = torch.Generator().manual_seed(int(alpha * 100))
+    mask = random_prefix_mask(generator, 16, 30)
+    assert_close(length_adaptive_lam(mask.to(DTYPE), alpha=alpha), naive_length_adaptive_lam(mask, alpha))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gae_with_one_lambda_per_sequence_matches_loop(seed):
+    generator = torch.Generator().manual_seed(200 + seed)
+    batch, length = 10, 9
+    rewards = torch.randn(batch, length, generator=generator, dtype=DTYPE)
+    values = torch.randn(batch, length, generator=generator, dtype=DTYPE)
+    mask = random_prefix_mask(generator, batch, length)
+    lam = torch.rand(batch, generator=generator, dtype=DTYPE)
+    advantages, returns = compute_gae(rewards, values, mask, gamma=0.97, lam=lam)
+    expected_advantages, expected_returns = naive_gae(rewards, values, mask, 0.97, lam.tolist())
+    assert_close(advantages, expected_advantages)
+    assert_close(returns, expected_returns)
+    # a constant per-row lambda is the scalar one
+    scalar = compute_gae(rewards, values, mask, gamma=0.97, lam=0.9)
+    per_row = compute_gae(rewards, values, mask, gamma=0.97, lam=torch.full((batch,), 0.9, dtype=DTYPE))
+    assert_close(per_row[0], scalar[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("value_lam", [1.0, 0.5])
+def test_decoupled_gae_matches_two_loops(value_lam):
+    generator = torch.Generator().manual_seed(21)
+    batch, length = 8, 7
+    rewards = torch.randn(batch, length, generator=generator, dtype=DTYPE)
+    values = torch.randn(batch, length, generator=generator, dtype=DTYPE)
+    mask = random_prefix_mask(generator, batch, length, min_len=1)
+    policy_lam = torch.rand(batch, generator=generator, dtype=DTYPE)
+    advantages, returns = compute_decoupled_gae(rewards, values, mask, gamma=1.0, lam=policy_lam, value_lam=value_lam)
+    expected_advantages, _ = naive_gae(rewards, values, mask, 1.0, policy_lam.tolist())
+    _, expected_returns = naive_gae(rewards, values, mask, 1.0, value_lam)
+    assert_close(advantages, expected_advantages)
+    assert_close(returns, expected_returns)
+    if value_lam == 1.0:  # VC-PPO's critic targets: the Monte-Carlo reward-to-go, whatever the critic says
+        assert_close(returns, (rewards * mask).flip(1).cumsum(1).flip(1) * mask)
+    # the same lambda for both is plain GAE
+    same = compute_decoupled_gae(rewards, values, mask, gamma=1.0, lam=0.95, value_lam=0.95)
+    plain = compute_gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    assert_close(same[0], plain[0], rtol=0, atol=0)
+    assert_close(same[1], plain[1], rtol=0, atol=0)
+
+
+def test_decoupled_gae_hand_example():
+    # one sequence, L = 1, gamma = 1: delta = [0 + 2 - 1, 1 + 0 - 2] = [1, -1]
+    # policy lam = 0: A = delta = [1, -1];  critic lam = 1: R = reward-to-go = [1, 1]
+    rewards = torch.tensor([[0.0, 1.0]], dtype=DTYPE)
+    values = torch.tensor([[1.0, 2.0]], dtype=DTYPE)
+    mask = torch.tensor([[True, True]])
+    advantages, returns = compute_decoupled_gae(rewards, values, mask, gamma=1.0, lam=0.0, value_lam=1.0)
+    assert advantages.tolist() == [[1.0, -1.0]]
+    assert returns.tolist() == [[1.0, 1.0]]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Global advantage whitening (REINFORCE++)
+# ---------------------------------------------------------------------------------------------------------------------
+def naive_global_whiten(shards, masks, shift_mean=True, unbiased=True, eps=1e-8):
+    """numpy over the valid entries of every shard pooled, written back into each shard's shape (0 at padding)."""
+    pooled = np.concatenate([x.numpy()[m.numpy()] for x, m in zip(shards, masks, strict=True)])
+    mean, var = pooled.mean(), pooled.var(ddof=1 if unbiased else 0)
+    out = []
+    for x, m in zip(shards, masks, strict=True):
+        w = (x.numpy() - mean) / np.sqrt(var + eps)
+        if not shift_mean:
+            w = w + mean
+        out.append(torch.from_numpy(w * m.numpy()))
+    return out
+
+
+@pytest.mark.parametrize("shift_mean", [True, False])
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_masked_whiten_global_single_process_is_masked_whiten(shift_mean, unbiased):
+    values, mask = random_values_and_mask(31)
+    result = masked_whiten_global(values, mask, shift_mean=shift_mean, unbiased=unbiased)
+    assert_close(result, masked_whiten(values, mask, shift_mean=shift_mean, unbiased=unbiased))
+    assert_close(result, naive_global_whiten([values], [mask], shift_mean, unbiased)[0])
+
+
+@pytest.mark.parametrize("rows", [(3, 3, 3), (1, 6, 2), (0, 4, 5)])
+def test_masked_whiten_global_pools_every_process(rows):
+    """Shards of different sizes and distributions: every rank gets the whitening of the pooled batch, which a
+    per-process `masked_whiten` does not give."""
+    generator = torch.Generator().manual_seed(sum(rows))
+    shards = [3.0 * r + (1 + r) * torch.randn(n, 7, generator=generator, dtype=DTYPE) for r, n in enumerate(rows)]
+    masks = [random_prefix_mask(generator, n, 7, min_len=1) for n in rows]
+    group = FakeProcessGroup(len(rows))
+
+    def whiten(shard_and_mask, all_reduce_sum):
+        return masked_whiten_global(*shard_and_mask, all_reduce_sum=all_reduce_sum)
+
+    results = group.run(whiten, list(zip(shards, masks, strict=True)))
+    for result, expected in zip(results, naive_global_whiten(shards, masks), strict=True):
+        assert_close(result, expected)
+    assert group.calls == [2] * len(rows)
+    big = max(range(len(rows)), key=lambda r: rows[r])
+    assert not torch.allclose(results[big], masked_whiten(shards[big], masks[big]))
+
+
+def test_masked_whiten_global_needs_two_values():
+    with pytest.raises(ValueError, match="at least 2"):
+        masked_whiten_global(torch.ones(1, 3), torch.tensor([[True, False, False]]))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -33,8 +33,10 @@ CONFIG_CLASSES = {
     "una": UNAConfig,
     "una_online": OnlineUNAConfig,
 }
+# configs of a task, not a recipe template: the recipe each runs (CPU runs of a real small model, not GPU templates)
+TASK_CONFIGS = {"arithmetic": "ppo_max"}
 ALL_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
-FULL_SIZE = [path for path in ALL_CONFIGS if not path.stem.endswith("_tiny")]
+FULL_SIZE = [path for path in ALL_CONFIGS if not path.stem.endswith("_tiny") and path.stem not in TASK_CONFIGS]
 # PPO-max's pieces, each of which the full-size config must leave at its paper default (house style rule 3)
 PPO_MAX_PIECES = [
     "reward_normalization", "use_reward_clip", "reward_clip", "critic_warmup_steps", "whiten_advantages",
@@ -46,6 +48,7 @@ PPO_MAX_PIECES = [
 def _parse(path: Path):
     """(recipe name, parsed dataclasses); `--use_cpu` so that `bf16: true` parses on a machine without a GPU."""
     name = path.stem.removesuffix("_tiny")
+    name = TASK_CONFIGS.get(name, name)
     return name, load_recipe(name).parse_args(["--config", str(path), "--use_cpu", "true"])
 
 
@@ -69,7 +72,8 @@ def _header(path: Path) -> str:
 
 
 def test_every_recipe_has_a_tiny_and_a_full_size_config():
-    assert {path.stem for path in ALL_CONFIGS} == {*CONFIG_CLASSES, *(f"{name}_tiny" for name in CONFIG_CLASSES)}
+    names = [*CONFIG_CLASSES, *TASK_CONFIGS]
+    assert {path.stem for path in ALL_CONFIGS} == {*names, *(f"{name}_tiny" for name in names)}
 
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda path: path.stem)
@@ -130,12 +134,26 @@ def test_clone_recipes_folder_points_at_the_packaged_files():
         assert (RECIPES / "accelerate_configs" / f"{name}.yaml").resolve() == resolve_accelerate_config(name).resolve()
 
 
-def test_ppo_max_config_keeps_the_paper_defaults():
-    _, (script_args, training_args, _) = _parse(CONFIGS / "ppo_max.yaml")
+@pytest.mark.parametrize("config", ["ppo_max", "arithmetic"])
+def test_ppo_max_configs_keep_the_paper_defaults(config):
+    _, (script_args, training_args, _) = _parse(CONFIGS / f"{config}.yaml")
     defaults = PPOMaxConfig(output_dir="x", use_cpu=True)
     assert script_args.trainer == "ppo_max" and script_args.value_model_path is None  # critic from the RM ([P] §5.3.3)
     for name in PPO_MAX_PIECES:
         assert getattr(training_args, name) == getattr(defaults, name), name
+
+
+def test_arithmetic_config_is_the_benchmarks_ppo_max_run():
+    """`--config arithmetic` is the `ppo_max` run of benchmarks/arithmetic.py: the same model, task, reward, batch,
+    length, budget and sampling (what the numbers in docs/benchmarks.md were measured with)."""
+    _, (script_args, training_args, model_args) = _parse(CONFIGS / "arithmetic.yaml")
+    assert model_args.model_name_or_path == "smollm2://SmolLM2-135M-Instruct" and model_args.dtype == "float32"
+    assert script_args.dataset_name == "arithmetic://" and training_args.reward_model_path == "none"  # functions only
+    assert script_args.reward_funcs == ["ppomax_trl.arithmetic:exact_match_reward"]
+    assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps == 8
+    assert training_args.num_mini_batches == 1 and training_args.max_steps == 60
+    assert training_args.response_length == 32 and (training_args.temperature, training_args.top_p) == (0.8, 0.9)
+    assert training_args.use_cpu and not training_args.bf16 and training_args.seed == 0
 
 
 def test_full_size_configs_form_the_instructgpt_chain():

@@ -16,7 +16,7 @@ reads its score, what a reward model with its own tokenizer sees, and which dist
 
 import pytest
 import torch
-from conftest import PROMPTS, common_args
+from conftest import PROMPTS, common_args, eos_biased
 from datasets import Dataset
 
 from ppomax_trl import OnlineUNAConfig, OnlineUNATrainer, PPOConfig, PPOTrainer
@@ -26,18 +26,7 @@ from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_mo
 
 # Added to the EOS logit of a random tiny policy: p(EOS) ~ 0.15 per token at temperature 1, so with 6 new tokens some
 # responses stop and some run to the cap.
-EOS_BIAS = 4.0
 RM_TEXTS = ["completely different words for another vocabulary"]
-
-
-def eos_biased(policy, eos_id: int, bias: float = EOS_BIAS):
-    def add_bias(module, inputs, logits):
-        logits = logits.clone()
-        logits[..., eos_id] += bias
-        return logits
-
-    policy.lm_head.register_forward_hook(add_bias)
-    return policy
 
 
 def pad_is_eos_tokenizer(texts=None, vocab_size=320):

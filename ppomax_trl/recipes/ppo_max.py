@@ -54,7 +54,6 @@ from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
 from ppomax_trl.recipe_utils import (
     load_causal_lm,
     load_rewards,
-    load_sequence_classifier,
     load_splits,
     load_tokenizer,
     model_kwargs,
@@ -82,7 +81,10 @@ class PPOScriptArguments(ScriptArguments):
     )
     value_model_path: str | None = field(
         default=None,
-        metadata={"help": "Critic checkpoint (a 1-label sequence classifier). Default: built from the reward model."},
+        metadata={
+            "help": "Critic to start from: a 1-label sequence classifier folder, or an earlier run's output_dir (its "
+            "value_model/). Default: a copy of the reward model (PPO-max), else the policy backbone with a new head."
+        },
     )
     prompt_column: str = field(default="prompt", metadata={"help": "Dataset column holding the prompts."})
 
@@ -93,9 +95,6 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
     tokenizer = load_tokenizer(model_args)
     policy = load_causal_lm(model_args.model_name_or_path, **kwargs)
     reward_model, reward_funcs = load_rewards(training_args.reward_model_path, script_args.reward_funcs, **kwargs)
-    value_model = None
-    if script_args.value_model_path:
-        value_model = load_sequence_classifier(script_args.value_model_path, **kwargs)
     train_dataset, eval_dataset = load_splits(script_args, training_args, script_args.prompt_column)
 
     trainer_cls = PPOMaxTrainer if script_args.trainer == "ppo_max" else PPOTrainer
@@ -106,7 +105,7 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
         None,  # reference policy: a frozen copy of the policy (or the adapter-free base with PEFT)
         reward_model,
         train_dataset,
-        value_model,
+        script_args.value_model_path,  # a folder: the trainer loads the critic (or an earlier run's value_model/)
         eval_dataset=eval_dataset,
         peft_config=get_peft_config(model_args),
         reward_funcs=reward_funcs,

@@ -222,8 +222,8 @@ class LossProbe:
             self.rollouts[trainer.state.global_step] = {k: _copy(v) for k, v in batch.items()}
             return batch
 
-        def recording_score(rows, batch):
-            scores = score(rows, batch)
+        def recording_score(rows, batch, *rest, **kwargs):
+            scores = score(rows, batch, *rest, **kwargs)
             self.scores[trainer.state.global_step] = _copy(scores)
             return scores
 
@@ -232,9 +232,9 @@ class LossProbe:
         if hasattr(trainer, "advantages"):
             advantages = trainer.advantages
 
-            def recording_advantages(batch, rewards):
+            def recording_advantages(batch, rewards, *rest):
                 self.gae_inputs[trainer.state.global_step] = ({k: _copy(v) for k, v in batch.items()}, _copy(rewards))
-                return advantages(batch, rewards)
+                return advantages(batch, rewards, *rest)
 
             monkeypatch.setattr(trainer, "advantages", recording_advantages)
 

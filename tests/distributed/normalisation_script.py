@@ -25,6 +25,11 @@ processes x 2 rows must write the same gradients.
 `--check warmup_threshold`: PPO with a critic warm-up and `critic_warmup_loss_threshold` on 2 processes, where a reward
 function gives rank 0 a reward of 0 and rank 1 a reward of 3: rank 0's local value loss falls under the threshold,
 rank 1's does not. Every rank writes `rank{i}.json` (step counters) and `rank{i}.pt` (policy and critic weights).
+
+`--check reward_contract`: PPO on 2 processes with three GRPO-style reward functions (the completion length; one that
+applies only to rank 0's rollouts and returns None on rank 1; an async one) weighted by `reward_weights`, and
+`log_metric` calls, one of them made on rank 1 only. Every rank writes `rank{i}.json`: what each function returned at
+each step, the scores the trainer trained on, and the log history.
 """
 
 import argparse
@@ -43,14 +48,26 @@ from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_mo
 PROMPTS = ["the movie was great", "i", "what a bad and sad", "the food was"]
 PTX_TEXTS = ["a good cast, a fine plot", "the film", "i loved every minute of this happy story", "a bad"]
 RESPONSE_LENGTHS = [5, 1, 3, 2]  # by prompt: unequal, so per-process token means differ from the global one
+ADVANTAGE_OPTIONS = {
+    "paper": {},
+    "global_whitening": {
+        "whiten_advantages": True, "whiten_advantages_globally": True, "loss_agg_mode": "seq-mean-token-mean"
+    },
+    "local_whitening": {"whiten_advantages": True, "loss_agg_mode": "seq-mean-token-mean"},
+}  # fmt: skip
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--check", choices=["gradients", "warmup_threshold"], required=True)
+    parser.add_argument("--check", choices=["gradients", "warmup_threshold", "reward_contract"], required=True)
     parser.add_argument("--per_device_train_batch_size", type=int, default=4)
     parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument(
+        "--advantages", choices=list(ADVANTAGE_OPTIONS), default="paper",
+        help="`--check gradients`: PPO-max's unwhitened token-mean update, or whitened advantages (over all processes "
+        "or per process) with the sequence-mean loss",
+    )  # fmt: skip
     return parser.parse_args()
 
 
@@ -81,6 +98,7 @@ def check_gradients(cli, tokenizer) -> None:
         gradient_accumulation_steps=cli.gradient_accumulation_steps,
         response_length=5, total_episodes=4, num_sample_generations=0, logging_steps=1, seed=0,
         critic_warmup_steps=0, ptx_coef=0.5, max_grad_norm=1e9, learning_rate=1e-3, value_learning_rate=1e-3,
+        **ADVANTAGE_OPTIONS[cli.advantages],
     )  # fmt: skip
     dataset = Dataset.from_dict({"input_ids": [tokenizer(p)["input_ids"] for p in PROMPTS]})
     trainer = PPOMaxTrainer(
@@ -145,13 +163,58 @@ def check_warmup_threshold(cli, tokenizer) -> None:
     torch.save(weights, os.path.join(cli.output_dir, f"rank{acc.process_index}.pt"))
 
 
+def check_reward_contract(cli, tokenizer) -> None:
+    rank = int(os.environ.get("RANK", "0"))  # set by the launcher; the process group starts with the trainer
+    returned = []  # (function, step, values)
+
+    def length_reward(prompts, completions, completion_ids, trainer_state, log_metric, **kwargs):
+        values = [float(len(ids)) for ids in completion_ids]
+        returned.append(("length_reward", trainer_state.global_step, values))
+        log_metric("contract/rank", float(rank))
+        if rank == 1:
+            log_metric("contract/rank_1_only", 5.0)  # a name the other rank never logs
+        return values
+
+    def rank_0_only(prompts, completions, trainer_state, **kwargs):
+        values = [float(row) for row in kwargs["row"]] if rank == 0 else [None] * len(completions)
+        returned.append(("rank_0_only", trainer_state.global_step, values))
+        return values
+
+    async def async_text_length(prompts, completions, trainer_state, **kwargs):
+        values = [float(len(text)) for text in completions]
+        returned.append(("async_text_length", trainer_state.global_step, values))
+        return values
+
+    args = PPOConfig(
+        output_dir=cli.output_dir, use_cpu=True, bf16=False, report_to="none", disable_tqdm=True, save_strategy="no",
+        per_device_train_batch_size=2, response_length=4, total_episodes=8, num_sample_generations=0, logging_steps=1,
+        seed=0, learning_rate=1e-3, reward_weights=[1.0, -0.5, 0.25],
+    )  # fmt: skip
+    dataset = Dataset.from_dict({"prompt": PROMPTS * 2, "row": list(range(2 * len(PROMPTS)))})
+    trainer = PPOTrainer(
+        args, tokenizer, tiny_causal_lm(tokenizer, seed=0), None, None, dataset,
+        reward_funcs=[length_reward, rank_0_only, async_text_length],
+    )  # fmt: skip
+    trained_scores, score = [], trainer.score
+
+    def recording_score(rows, batch, *rest, **kwargs):
+        scores = score(rows, batch, *rest, **kwargs)
+        trained_scores.append(scores.tolist())
+        return scores
+
+    trainer.score = recording_score
+    trainer.train()
+    report = {"returned": returned, "trained_scores": trained_scores, "log_history": trainer.state.log_history}
+    with open(os.path.join(cli.output_dir, f"rank{trainer.accelerator.process_index}.json"), "w") as f:
+        json.dump(report, f)
+
+
 def main() -> None:
     cli = parse_args()
     tokenizer = build_tiny_tokenizer()
-    if cli.check == "gradients":
-        check_gradients(cli, tokenizer)
-    else:
-        check_warmup_threshold(cli, tokenizer)
+    checks = {"gradients": check_gradients, "warmup_threshold": check_warmup_threshold}
+    checks["reward_contract"] = check_reward_contract
+    checks[cli.check](cli, tokenizer)
 
 
 if __name__ == "__main__":

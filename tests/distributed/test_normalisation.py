@@ -74,6 +74,25 @@ def test_minibatch_loss_is_a_global_token_mean(tmp_path):
             assert_close(gradients[name][key], grad, rtol=1e-4, atol=1e-7, msg=f"{name}: {key}")
 
 
+def test_global_advantage_whitening_and_sequence_means_do_not_depend_on_the_layout(tmp_path):
+    """`whiten_advantages_globally` with `loss_agg_mode="seq-mean-token-mean"`: 1 process x 4 rows and 2 processes x
+    2 rows give the same gradients (the whitening statistics and the sequence count are the whole batch's); per-process
+    whitening (TRL 1.12) does not, which is what the option is for."""
+    gradients = {}
+    for name, advantages, processes, extra in (
+        ("one_process", "global_whitening", 1, ()),
+        ("two_processes", "global_whitening", 2, ("--per_device_train_batch_size", "2")),
+        ("two_processes_local", "local_whitening", 2, ("--per_device_train_batch_size", "2")),
+    ):
+        _run(tmp_path / name, "--check", "gradients", "--advantages", advantages, *extra, processes=processes)
+        gradients[name] = torch.load(tmp_path / name / "gradients.pt")
+    reference = gradients["one_process"]
+    for key, grad in reference.items():
+        assert_close(gradients["two_processes"][key], grad, rtol=1e-4, atol=1e-7, msg=key)
+    policy_keys = [key for key in reference if key.startswith("policy.")]
+    assert any(not torch.allclose(gradients["two_processes_local"][k], reference[k], rtol=1e-2) for k in policy_keys)
+
+
 def test_warmup_early_stop_is_one_decision_for_all_processes(tmp_path):
     """Rank 0's local value loss is under `critic_warmup_loss_threshold`, rank 1's is far above it: the averaged loss
     decides, both ranks run the same steps and end with identical policy and critic weights."""
@@ -87,3 +106,27 @@ def test_warmup_early_stop_is_one_decision_for_all_processes(tmp_path):
     assert sorted(weights[0]) == sorted(weights[1])
     for key, value in weights[0].items():
         assert torch.equal(value, weights[1][key]), key
+
+
+def test_reward_function_metrics_are_pooled_over_processes_as_grpo_pools_them(tmp_path):
+    """2 processes: `rewards/<name>/mean|std` are over both processes' rollouts (a function returning None on one
+    process is averaged over the other's), `log_metric` values are averaged over processes (a name logged on one
+    process only does not hang the other), and each process trains on the weighted nan-aware sum of its own rollouts."""
+    _run(tmp_path, "--check", "reward_contract", processes=2)
+    ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
+    weights = {"length_reward": 1.0, "rank_0_only": -0.5, "async_text_length": 0.25}
+    logged = [e for e in ranks[0]["log_history"] if "rewards/length_reward/mean" in e]
+    assert len(logged) == 2  # two updates of 2 rollouts per process
+    for update, entry in enumerate(logged):
+        values = {name: [v for r in ranks for n, step, vs in r["returned"] if n == name and step == update for v in vs]
+                  for name in weights}  # fmt: skip
+        assert len(values["length_reward"]) == 4 and values["rank_0_only"][2:] == [None, None]
+        for name, both in values.items():
+            applied = torch.tensor([v for v in both if v is not None], dtype=torch.float64)
+            assert entry[f"rewards/{name}/mean"] == pytest.approx(applied.mean().item(), abs=1e-6), (update, name)
+            assert entry[f"rewards/{name}/std"] == pytest.approx(applied.std().item(), abs=1e-6), (update, name)
+        assert entry["contract/rank"] == pytest.approx(0.5) and entry["contract/rank_1_only"] == pytest.approx(5.0)
+        for rank, report in enumerate(ranks):
+            mine = {n: vs for n, step, vs in report["returned"] if step == update}
+            expected = [sum(weights[n] * mine[n][i] for n in weights if mine[n][i] is not None) for i in range(2)]
+            assert report["trained_scores"][update] == pytest.approx(expected, abs=1e-5), (rank, update)
