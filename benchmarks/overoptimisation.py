@@ -142,7 +142,7 @@ def sample_lists(base: Path, openers: list[str], path: Path, k: int, seed: int, 
         chunk = openers[index : index + CHUNK]
         if all(opener in done for opener in chunk):
             continue
-        fresh = sample_ranked_lists(base, chunk, k, seed=seed + index // CHUNK, scorer=scorer)
+        fresh = sample_ranked_lists(base, chunk, k, seed=seed + index // CHUNK, scorer=scorer, openers_per_batch=16)
         with path.open("a") as file:
             file.writelines(json.dumps(row) + "\n" for row in fresh)
         rows += fresh

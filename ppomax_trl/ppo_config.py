@@ -174,11 +174,10 @@ class OnlineRolloutConfig(TrainingArguments):
     reward_weights: list[float] | None = field(
         default=None,
         metadata={
-            "help": "Weights for each reward function. Must match the number of reward functions. If `None`, all "
-            "rewards are weighted equally with weight `1.0` (TRL GRPO's field). The reward functions are the "
-            "`reward_model` argument, when given, first, then `reward_funcs` (models and functions) in order. The "
-            "score is the weighted sum over the functions that apply to a completion: one returning `None` for it is "
-            "left out (GRPO's nan-aware sum)."
+            "help": "One weight per reward function, in order: the `reward_model` argument first (when given), then "
+            "each `reward_funcs` entry (model or function). None: every weight is 1. A completion's score is the "
+            "weighted sum over the functions that apply to it; a function returning `None` for it is left out. Same "
+            "semantics as TRL GRPO's `reward_weights`."
         },
     )
 
