@@ -228,6 +228,7 @@ def proxy(args) -> dict:
     train_seconds = time.perf_counter() - start
     gold = [row["scores"] for row in held_out_rows]
     scores = proxy_scores(reward_dir, held_out_rows)
+    held_out_agreement, held_out_pairs = agreement(gold, scores, GOLD_MARGIN)
     summary = {
         "k": args.k,
         "train_openers": len(train_rows),
@@ -236,8 +237,8 @@ def proxy(args) -> dict:
         "learning_rate": args.learning_rate,
         "rm_args": args.rm_args,
         "gold_margin": GOLD_MARGIN,
-        "held_out_agreement": agreement(gold, scores, GOLD_MARGIN)[0],
-        "held_out_pairs": agreement(gold, scores, GOLD_MARGIN)[1],
+        "held_out_agreement": held_out_agreement,
+        "held_out_pairs": held_out_pairs,
         "held_out_agreement_all_untied": agreement(gold, scores, 1e-9)[0],
         "calibration": calibration([g for row in gold for g in row], [s for row in scores for s in row]),
         "train_gold_mean": statistics.fmean(s for row in train_rows for s in row["scores"]),
