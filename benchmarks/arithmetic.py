@@ -278,9 +278,9 @@ def run_one(args) -> dict:
 
 
 def optimizer_steps_per_sample(config, trainer_name: str) -> float:
-    """Policy optimizer steps per sampled completion: PPO = epochs x minibatches per rollout batch; GRPO = steps per
-    generation x iterations per generation batch."""
-    if trainer_name == "GRPOTrainer":
+    """Policy optimizer steps per sampled completion: PPO (and online UNA) = epochs x minibatches per rollout batch;
+    GRPO and RLOO = steps per generation x iterations per generation batch."""
+    if trainer_name in ("GRPOTrainer", "RLOOTrainer"):
         return config.steps_per_generation * config.num_iterations / config.generation_batch_size
     return config.num_ppo_epochs * config.num_mini_batches / config.batch_size
 

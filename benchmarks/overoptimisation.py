@@ -43,9 +43,11 @@ chunks (each chunk has its own seed, so the data does not depend on where a run 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -62,7 +64,15 @@ OPENERS_PATH = HERE / "data" / "review_openers.json"
 RESULTS_DIR = HERE / "results" / "overoptimisation"
 
 from stability import WORK_DIR as STABILITY_WORK_DIR  # noqa: E402  (beside this script)
-from stability import log, machine, prepare_base_model, sample_ranked_lists, train_rank_list_reward_model  # noqa: E402
+from stability import (  # noqa: E402
+    every_n_updates,
+    log,
+    machine,
+    prepare_base_model,
+    run_processes,
+    sample_ranked_lists,
+    train_rank_list_reward_model,
+)
 
 
 WORK_DIR = STABILITY_WORK_DIR.parent / "overoptimisation"
@@ -70,6 +80,7 @@ FIXTURES = ("amazon", "imdb", "yelp")
 # split name -> number of openers, in this order over the shuffled openers; the rest is left unused
 SPLITS = {"eval": 32, "proxy_held_out": 128, "ppo_train": 512, "proxy_train": 1024}
 CHUNK = 64  # openers per sampled chunk (the unit of resumption)
+ROUND_K = 4  # samples per opener per sampling round (k grows by rounds)
 GOLD_MARGIN = 0.2  # pairs whose gold scores differ by less are not counted in the agreement
 
 
@@ -133,8 +144,8 @@ def load_splits(path: Path = OPENERS_PATH) -> dict[str, list[str]]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def sample_lists(base: Path, openers: list[str], path: Path, k: int, seed: int, scorer=None) -> list[dict]:
-    """Ranked lists of `openers` in `path` (JSONL), sampling only the chunks not there yet; chunk i uses seed
+def sample_round(base: Path, openers: list[str], path: Path, k: int, seed: int, scorer=None) -> list[dict]:
+    """One round of `k` samples per opener in `path` (JSONL), sampling only the chunks not there yet; chunk i uses seed
     `seed + i`. `scorer`: the gold reward function (VADER when None)."""
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
     done = {row["prompt"] for row in rows}
@@ -147,8 +158,36 @@ def sample_lists(base: Path, openers: list[str], path: Path, k: int, seed: int, 
             file.writelines(json.dumps(row) + "\n" for row in fresh)
         rows += fresh
         log(f"{path.name}: {len(rows)}/{len(openers)} openers sampled")
-    order = {opener: i for i, opener in enumerate(openers)}
-    return sorted((row for row in rows if row["prompt"] in order), key=lambda row: order[row["prompt"]])
+    return rows
+
+
+def sample_lists(
+    base: Path, openers: list[str], samples_dir: Path, name: str, k: int, seed: int, scorer=None
+) -> list[dict]:
+    """Lists of `k` samples per opener, in rounds of at most `ROUND_K` (round r in `samples_dir/{name}.r{r}.jsonl`,
+    seeds `seed + r * 10**5 + chunk`), merged per opener in `openers` order. Growing k later samples only the new
+    rounds: the earlier samples are kept, and every round is i.i.d. from the same policy."""
+    rounds = [
+        sample_round(base, openers, samples_dir / f"{name}.r{r}.jsonl", min(ROUND_K, k - r * ROUND_K),
+                     seed + r * 10**5, scorer)
+        for r in range(-(-k // ROUND_K))
+    ]  # fmt: skip
+    by_opener = [{row["prompt"]: row for row in rows} for rows in rounds]
+    merged = []
+    for opener in openers:
+        parts = [rows[opener] for rows in by_opener]
+        merged.append(
+            {
+                "prompt": opener,
+                **{
+                    key: [x for part in parts for x in part[key]]
+                    for key in ("completions", "completions_ids", "scores")
+                },
+                "label_source": parts[0]["label_source"]
+                + f"; {len(parts)} round(s) of <= {ROUND_K}, seed + r * 10**5",
+            }
+        )
+    return merged
 
 
 def proxy_scores(reward_model_dir: Path, rows: list[dict]) -> list[list[float]]:
@@ -212,15 +251,19 @@ def proxy(args) -> dict:
     splits = load_splits(args.openers)
     work = args.work_dir
     base = args.base or prepare_base_model(work)
-    data_dir = work / "proxy_lists"  # only the training lists: `load_dataset(data_dir)` must see one split
+    samples_dir, data_dir = work / "samples", work / "proxy_lists"
+    samples_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     train_openers = splits["proxy_train"][: args.num_train]
     start = time.perf_counter()
     scorer = getattr(args, "scorer", None)
-    train_rows = sample_lists(base, train_openers, data_dir / "train.jsonl", args.k, args.seed, scorer)
-    held_out_path = work / "proxy_held_out.jsonl"
-    held_out_rows = sample_lists(base, splits["proxy_held_out"], held_out_path, args.k, args.seed + 10**4, scorer)
+    train_rows = sample_lists(base, train_openers, samples_dir, "proxy_train", args.k, args.seed, scorer)
+    held_out_rows = sample_lists(
+        base, splits["proxy_held_out"], samples_dir, "proxy_held_out", args.held_out_k, args.seed + 10**4, scorer
+    )
     sample_seconds = time.perf_counter() - start
+    # only the merged training lists in `data_dir`: `load_dataset(data_dir)` must see one split
+    (data_dir / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in train_rows))
     reward_dir = work / "proxy_reward_model"
     start = time.perf_counter()
     train_rank_list_reward_model(base, data_dir, reward_dir, epochs=args.epochs, learning_rate=args.learning_rate,
@@ -231,6 +274,7 @@ def proxy(args) -> dict:
     held_out_agreement, held_out_pairs = agreement(gold, scores, GOLD_MARGIN)
     summary = {
         "k": args.k,
+        "held_out_k": args.held_out_k,
         "train_openers": len(train_rows),
         "held_out_openers": len(held_out_rows),
         "epochs": args.epochs,
@@ -258,46 +302,503 @@ def proxy(args) -> dict:
     return summary
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Runs on the proxy
+# ----------------------------------------------------------------------------------------------------------------------
+
+SAMPLING = {"temperature": 0.7, "top_p": 1.0}  # every run samples alike (TRL 1.12's PPO defaults)
+LEARNING_RATE = 1e-5  # the shared policy learning rate (see the module docstring)
+KL_COEF = 0.05  # TRL 1.12 PPO's and PPO-max's kl_coef, RLOO's default beta, given to GRPO (default 0) too
+EVAL_REPEATS = 2  # samples per evaluation opener: 32 openers x 2 = 64 held-out samples
+# run name -> (trainer, config overrides); "critic": where PPO-max's critic starts ("reward_model" by default)
+RUNS = {
+    "ppo": ("ppo", {}),
+    "ppo_max": ("ppo_max", {}),
+    "grpo": ("grpo", {}),
+    "rloo": ("rloo", {}),
+    "online_una": ("una", {}),
+    # diagnostics and ablations of PPO-max
+    "ppo_max_4_epochs": ("ppo_max", {"num_ppo_epochs": 4}),  # vanilla's optimizer steps per sample
+    "ppo_max_no_warmup": ("ppo_max", {"critic_warmup_steps": 0}),
+    "ppo_max_critic_from_policy": ("ppo_max", {"critic": "policy"}),
+    "ppo_max_no_reward_norm": ("ppo_max", {"reward_normalization": "none", "use_reward_clip": False}),
+}
+CORE_RUNS = ("ppo", "ppo_max", "grpo", "rloo", "online_una")
+RUN_CONFIG_KEYS = (
+    "learning_rate", "value_learning_rate", "kl_coef", "beta", "num_ppo_epochs", "num_mini_batches", "num_iterations",
+    "steps_per_generation", "num_generations", "generation_batch_size", "loss_type", "reward_normalization",
+    "use_reward_clip", "reward_clip", "critic_warmup_steps", "lam", "cliprange", "cliprange_value", "epsilon",
+    "temperature", "top_p", "response_length", "max_completion_length", "per_device_train_batch_size", "adam_beta2",
+    "max_grad_norm", "lr_scheduler_type", "una_reference", "score_normalizer", "kl_estimator",
+)  # fmt: skip
+# training-log keys kept per update: PPO / UNA trainers, then GRPO / RLOO
+RUN_TRAIN_KEYS = (
+    "ppomax/raw_score_mean", "ppomax/response_length", "objective/kl", "ppomax/kl_per_token", "loss/value_avg",
+    "val/explained_variance", "policy/clipfrac_avg", "ppomax/critic_warmup", "grad_norm", "learning_rate",
+    "reward", "reward_std", "completions/mean_length", "kl", "entropy", "clip_ratio/region_mean",
+)  # fmt: skip
+
+
+def load_run_models(args):
+    """(tokenizer, policy, reference, proxy, base folder): SmolLM2 (pad `<|endoftext|>`) and the proxy, fp32; tiny
+    random models with `--tiny`. The reference is the harness's own frozen copy, used only by the evaluation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    if args.tiny:
+        from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm
+
+        tokenizer = build_tiny_tokenizer()
+        base = args.work_dir / "base"
+        if not (base / "config.json").is_file():
+            tiny_causal_lm(tokenizer, seed=args.seed).save_pretrained(base)
+            tokenizer.save_pretrained(base)
+    else:
+        base = prepare_base_model(args.work_dir)
+        tokenizer = AutoTokenizer.from_pretrained(base)
+    proxy_dir = args.work_dir / "proxy_reward_model"
+    if not (proxy_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"No proxy reward model at {proxy_dir}: run `python benchmarks/overoptimisation.py proxy`."
+        )
+    policy = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval().requires_grad_(False)
+    proxy_model = AutoModelForSequenceClassification.from_pretrained(proxy_dir, dtype=torch.float32)
+    return tokenizer, policy, reference, proxy_model, base
+
+
+def build_run_trainer(args, run: str, tokenizer, policy, proxy_model, base: Path, train_openers: list[str]):
+    """The trainer of one run: the shared settings, then each trainer's own defaults, then the run's overrides."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+
+    trainer_name, overrides = RUNS[run]
+    overrides = dict(overrides)
+    critic = overrides.pop("critic", "reward_model")
+    common = dict(
+        output_dir=str(run_dir(args, run)), seed=args.seed, use_cpu=True, bf16=False, activation_checkpointing=False,
+        report_to="none", save_strategy="steps", save_steps=args.save_every, save_total_limit=1, logging_steps=1,
+        disable_tqdm=True, max_steps=args.updates, per_device_train_batch_size=8, learning_rate=args.learning_rate,
+        **SAMPLING,
+    )  # fmt: skip
+    dataset = Dataset.from_dict({"prompt": train_openers})
+    response_length = 6 if args.tiny else 24
+    if trainer_name in ("grpo", "rloo"):
+        # their defaults: GRPO 8 generations x 1 prompt, RLOO 2 generations x 4 prompts (both 8 samples per update)
+        from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+        config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if trainer_name == "grpo" else (RLOOConfig, RLOOTrainer)
+        config = config_cls(**common, beta=KL_COEF, max_completion_length=response_length, **overrides)
+        return trainer_cls(
+            model=policy, reward_funcs=proxy_model, args=config, train_dataset=dataset, processing_class=tokenizer,
+            reward_processing_classes=tokenizer,
+        )  # fmt: skip
+    from ppomax_trl import OnlineUNAConfig, OnlineUNATrainer, PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
+
+    rollout = dict(
+        response_length=response_length, stop_token="eos", local_rollout_forward_batch_size=8, num_sample_generations=0
+    )
+    if trainer_name == "una":
+        config = OnlineUNAConfig(**common, **rollout, **overrides)
+        return OnlineUNATrainer(config, tokenizer, policy, None, proxy_model, dataset)
+    torch.manual_seed(args.seed + 2)  # a new value head (critic from the policy): the same in every run
+    if trainer_name == "ppo":
+        # TRL 1.12's example script: the critic is loaded from the reward model's path (a separate trainable copy)
+        value_model = AutoModelForSequenceClassification.from_pretrained(
+            args.work_dir / "proxy_reward_model", num_labels=1, dtype=torch.float32
+        )
+        return PPOTrainer(PPOConfig(**common, **rollout, **overrides), tokenizer, policy, None, proxy_model, dataset,
+                          value_model)  # fmt: skip
+    # PPO-max: value_model=None copies the reward model (the paper's critic initialisation)
+    value_model = None
+    if critic == "policy":
+        value_model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+    overrides = {"value_learning_rate": 3 * args.learning_rate, **overrides}  # the paper's ratio 1.5e-6 / 5e-7
+    if args.tiny:
+        overrides.setdefault("critic_warmup_steps", 1)
+    config = PPOMaxConfig(**common, **rollout, **overrides)
+    return PPOMaxTrainer(config, tokenizer, policy, None, proxy_model, dataset, value_model)
+
+
+def run_dir(args, run: str) -> Path:
+    return args.work_dir / "runs" / run
+
+
+def held_out_samples(policy, reference, proxy_model, tokenizer, openers: list[str], seed: int, max_new_tokens: int):
+    """Sample each opener's continuation with a fixed seed (the caller's RNG restored after) and measure it with one
+    code path for every trainer: proxy score (prompt + response ids up to and including a sampled EOS, unpadded, as
+    the proxy was trained), gold score (VADER of the continuation), KL to the reference (k1 on the sampled tokens,
+    summed over the response: nats per sequence, log-probs of logits / temperature, the distribution sampled from),
+    length (tokens, EOS included) and distinct-2, with every completion."""
+    import torch
+
+    from ppomax_trl.reviews import distinct_n, vader_reward
+
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    prompts = [tokenizer(opener)["input_ids"] for opener in openers]
+    width = max(map(len, prompts))
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts])
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+    rng_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.no_grad():
+            output = policy.generate(
+                input_ids=input_ids, attention_mask=attention_mask, do_sample=True, top_k=0,
+                max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad, **SAMPLING,
+            )  # fmt: skip
+            responses = []
+            for row in output[:, width:].tolist():
+                row = row[: row.index(eos) + 1] if eos in row else row
+                responses.append([token for token in row if token != pad])
+            kl, proxy_values = [], []
+            for prompt_ids, response_ids in zip(prompts, responses, strict=True):
+                ids = torch.tensor([prompt_ids + response_ids])
+                targets = ids[0, len(prompt_ids) :]
+                logps = [
+                    torch.log_softmax(model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1] / SAMPLING["temperature"],
+                                      -1).gather(-1, targets[:, None]).sum().item()
+                    for model in (policy, reference)
+                ]  # fmt: skip
+                kl.append(logps[0] - logps[1])
+                proxy_values.append(proxy_model(input_ids=ids).logits[0, 0].item())
+    finally:
+        torch.random.set_rng_state(rng_state)
+        policy.train(was_training)
+    texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+    gold = vader_reward(openers, texts)
+    return {
+        "proxy": statistics.fmean(proxy_values),
+        "gold": statistics.fmean(gold),
+        "gold_se": statistics.stdev(gold) / len(gold) ** 0.5,
+        "kl_seq": statistics.fmean(kl),
+        "kl_seq_se": statistics.stdev(kl) / len(kl) ** 0.5,
+        "length": statistics.fmean(map(len, responses)),
+        "distinct_2": distinct_n(texts, 2),
+        "completions": [
+            {"opener": o, "completion": t, "proxy": p, "gold": g, "kl": k, "tokens": len(r)}
+            for o, t, p, g, k, r in zip(openers, texts, proxy_values, gold, kl, responses, strict=True)
+        ],
+    }
+
+
+def run_one(args) -> dict:
+    """Train one run on the proxy, evaluating every `eval_every` updates; resumes from the run's last checkpoint and
+    keeps the evals up to it. The JSON is rewritten after every eval."""
+    import torch
+    from arithmetic import _jsonable, optimizer_steps_per_sample, policy_of
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_path = args.results_dir / "runs" / f"{args.run}.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(args.openers)
+    tokenizer, policy, reference, proxy_model, base = load_run_models(args)
+    eval_openers = [opener for opener in splits["eval"] for _ in range(EVAL_REPEATS)][: args.eval_samples]
+    train_openers = splits["ppo_train"]
+    trainer = build_run_trainer(args, args.run, tokenizer, policy, proxy_model, base, train_openers)
+    config = trainer.args
+    checkpoint = get_last_checkpoint(str(run_dir(args, args.run))) if run_dir(args, args.run).is_dir() else None
+    previous = json.loads(out_path.read_text()) if out_path.is_file() and checkpoint else None
+    resumed_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+    record = {
+        "run": args.run,
+        "trainer": type(trainer).__name__,
+        "config": {key: _jsonable(getattr(config, key, None)) for key in RUN_CONFIG_KEYS},
+        "critic": RUNS[args.run][1].get("critic", "reward_model") if RUNS[args.run][0] in ("ppo", "ppo_max") else None,
+        "updates": args.updates,
+        "eval_every": args.eval_every,
+        "eval_openers": len(set(eval_openers)),
+        "eval_samples": len(eval_openers),
+        "eval_seed": args.seed + 1000,
+        "train_openers": len(train_openers),
+        "seed": args.seed,
+        "tiny": args.tiny,
+        "machine": machine(),
+        "optimizer_steps_per_sample": optimizer_steps_per_sample(config, type(trainer).__name__),
+        # evals up to the checkpoint resumed from; the later ones are done again
+        "evals": [e for e in previous["evals"] if e["global_step"] <= resumed_step] if previous else [],
+        "resumed_from": (previous or {}).get("resumed_from", []) + ([resumed_step] if checkpoint else []),
+        "train": [],
+    }
+    start = time.perf_counter() - (record["evals"][-1]["seconds"] if record["evals"] else 0.0)
+
+    def save() -> None:
+        """Rewrite the JSON with the evals so far and the training log (every update's metrics)."""
+        record["train"] = [
+            {"step": row["step"], **{key: row[key] for key in RUN_TRAIN_KEYS if key in row}}
+            for row in trainer.state.log_history
+            if any(key in row for key in ("ppomax/raw_score_mean", "reward"))
+        ]
+        out_path.write_text(json.dumps(record, indent=1) + "\n")
+
+    def evaluate(update: int) -> None:
+        metrics = held_out_samples(policy_of(trainer), reference, proxy_model, tokenizer, eval_openers,
+                                   record["eval_seed"], 6 if args.tiny else 24)  # fmt: skip
+        seconds = time.perf_counter() - start
+        record["evals"].append({"update": update, "global_step": trainer.state.global_step, "seconds": seconds,
+                                **metrics})  # fmt: skip
+        save()
+        log(
+            f"{args.run} update {update}/{args.updates}: proxy {metrics['proxy']:+.3f} gold {metrics['gold']:+.3f} "
+            f"kl/seq {metrics['kl_seq']:.2f} length {metrics['length']:.1f} distinct-2 {metrics['distinct_2']:.2f} "
+            f"({seconds:.0f} s)"
+        )
+
+    last_done = record["evals"][-1]["update"] if record["evals"] else -1
+    trainer.add_callback(every_n_updates(trainer, evaluate, args.eval_every, args.updates, last_done))
+    if args.stop_after is not None:
+        trainer.add_callback(stop_after_updates(trainer, args.stop_after))
+    trainer.train(resume_from_checkpoint=checkpoint)
+    record["seconds"] = time.perf_counter() - start
+    record["critic_warmup_steps"] = getattr(trainer, "critic_warmup_done", 0)
+    record["complete"] = trainer.state.global_step - record["critic_warmup_steps"] >= args.updates
+    save()  # the last update is logged after its on_step_end, so after the last eval
+    if record["complete"] and not args.keep_checkpoints:
+        shutil.rmtree(run_dir(args, args.run), ignore_errors=True)
+    return record
+
+
+def stop_after_updates(trainer, updates: int):
+    """A `TrainerCallback` that checkpoints and stops the process after `updates` policy updates (critic warm-up not
+    counted): a run split over several sessions resumes from that checkpoint."""
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step - getattr(trainer, "critic_warmup_done", 0) >= updates:
+                control.should_save = control.should_training_stop = True
+
+    return StopAfter()
+
+
+def run_all(args) -> None:
+    """The runs not complete yet, `--jobs` at a time in fresh processes (1 torch thread each by default)."""
+
+    def complete(run: str) -> bool:
+        path = args.results_dir / "runs" / f"{run}.json"
+        return path.is_file() and json.loads(path.read_text()).get("complete", False)
+
+    def command(run: str) -> list[str]:
+        flags = [
+            "run", "--run", run, "--updates", str(args.updates), "--eval-every", str(args.eval_every),
+            "--save-every", str(args.save_every), "--seed", str(args.seed), "--learning-rate", str(args.learning_rate),
+            "--threads", str(args.threads or 1), "--results-dir", str(args.results_dir), "--work-dir", str(args.work_dir),
+        ]  # fmt: skip
+        return [sys.executable, __file__, *flags] + (
+            [] if args.stop_after is None else ["--stop-after", str(args.stop_after)]
+        )
+
+    commands = {run: command(run) for run in args.runs or CORE_RUNS if args.rerun or not complete(run)}
+    run_processes(commands, args.jobs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------------------------------
+
+MATCHED_KL = (2.0, 5.0, 10.0)  # nats per sequence
+
+
+def load_run_records(results_dir: Path) -> list[dict]:
+    """Every run's JSON with at least two evals, in `RUNS` order."""
+    order = {run: i for i, run in enumerate(RUNS)}
+    folder = results_dir / "runs"
+    records = [json.loads(path.read_text()) for path in folder.glob("*.json")] if folder.is_dir() else []
+    records = [record for record in records if len(record["evals"]) > 1]
+    return sorted(records, key=lambda record: order.get(record["run"], len(order)))
+
+
+def gold_at_kl(evals: list[dict], kl: float) -> tuple[float, float] | None:
+    """(gold, its standard error) where the run's KL curve, in update order, first reaches `kl` nats: linear
+    interpolation between the two evals around the crossing (the larger of their standard errors); None when the
+    run never reaches it."""
+    for before, after in itertools.pairwise(evals):
+        if before["kl_seq"] <= kl <= after["kl_seq"] and after["kl_seq"] > before["kl_seq"]:
+            weight = (kl - before["kl_seq"]) / (after["kl_seq"] - before["kl_seq"])
+            return before["gold"] + weight * (after["gold"] - before["gold"]), max(before["gold_se"], after["gold_se"])
+    return None
+
+
+def last_third_trend(evals: list[dict]) -> dict:
+    """Change of proxy and gold from the eval nearest two thirds of the run to the last one, with the standard error
+    of the gold change (two independent-sample means; the shared sampling seed makes it an upper bound)."""
+    last = evals[-1]
+    anchor = min(evals, key=lambda e: abs(e["update"] - 2 * last["update"] / 3))
+    gold_change = last["gold"] - anchor["gold"]
+    gold_change_se = (last["gold_se"] ** 2 + anchor["gold_se"] ** 2) ** 0.5
+    return {
+        "from_update": anchor["update"],
+        "proxy_change": last["proxy"] - anchor["proxy"],
+        "gold_change": gold_change,
+        "gold_change_se": gold_change_se,
+        # proxy up while gold down by more than two standard errors
+        "over_optimised": last["proxy"] > anchor["proxy"] and gold_change < -2 * gold_change_se,
+    }
+
+
+def samples_per_run(record: dict) -> int:
+    """Samples drawn for training: 8 per update plus 8 per critic warm-up rollout."""
+    return 8 * (record["evals"][-1]["update"] + (record.get("critic_warmup_steps") or 0))
+
+
+def plot_runs(records: list[dict], frontier_path: Path, curves_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for record in records:
+        evals = record["evals"]
+        ax.errorbar([max(e["kl_seq"], 0.0) ** 0.5 for e in evals], [e["gold"] for e in evals],
+                    yerr=[e["gold_se"] for e in evals], marker="o", markersize=3, capsize=2, label=record["run"])  # fmt: skip
+    ax.set_xlabel("sqrt(KL to reference), KL in nats per sequence")
+    ax.set_ylabel("gold score (VADER compound), held-out mean +- s.e.")
+    ax.set_title("Gold vs KL frontier (one point per eval, every 10 updates)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(frontier_path, dpi=100)
+    plt.close(fig)
+
+    panels = (("proxy", "proxy reward-model score"), ("gold", "gold score (VADER)"),
+              ("kl_seq", "KL to reference (nats / sequence)"), ("distinct_2", "distinct-2"))  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(19, 4.2))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for record in records:
+            ax.plot([e["update"] for e in record["evals"]], [e[key] for e in record["evals"]], marker=".",
+                    label=record["run"])  # fmt: skip
+        ax.set_xlabel("policy update (8 samples each)")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Held-out: {records[0]['eval_samples']} samples of {records[0]['eval_openers']} openers, fixed seed",
+                 fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(curves_path, dpi=100)
+    plt.close(fig)
+
+
+def runs_markdown(records: list[dict]) -> str:
+    def with_se(value: float, se: float) -> str:
+        return f"{value:+.3f} +- {se:.3f}"
+
+    lines = [
+        "| run | trainer | updates | samples | optimizer steps / sample | proxy (first -> last) | gold first | gold last "
+        "(KL) | best gold (update, KL) | "
+        + " | ".join(f"gold at KL {kl:g}" for kl in MATCHED_KL)
+        + " | last third: proxy, gold change | length last | distinct-2 last | wall-clock |",
+        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(MATCHED_KL) + "---|---|---|---|",
+    ]
+    for record in records:
+        evals = record["evals"]
+        first, last = evals[0], evals[-1]
+        best = max(evals, key=lambda e: e["gold"])
+        matched = [gold_at_kl(evals, kl) for kl in MATCHED_KL]
+        trend = last_third_trend(evals)
+        flag = " **over-optimised**" if trend["over_optimised"] else ""
+        lines.append(
+            f"| {record['run']} | {record['trainer']} | {last['update']}{'' if record.get('complete') else ' (running)'} "
+            f"| {samples_per_run(record)} | {record['optimizer_steps_per_sample']:.3f} "
+            f"| {first['proxy']:+.2f} -> {last['proxy']:+.2f} | {with_se(first['gold'], first['gold_se'])} "
+            f"| {with_se(last['gold'], last['gold_se'])} ({last['kl_seq']:.1f}) "
+            f"| {with_se(best['gold'], best['gold_se'])} ({best['update']}, {best['kl_seq']:.1f}) | "
+            + " | ".join("-" if m is None else with_se(*m) for m in matched)
+            + f" | {trend['proxy_change']:+.2f}, {with_se(trend['gold_change'], trend['gold_change_se'])} from update "
+            f"{trend['from_update']}{flag} | {last['length']:.1f} | {last['distinct_2']:.2f} "
+            f"| {last['seconds'] / 60:.0f} min |"
+        )
+    return "\n".join(lines)
+
+
+def report_runs(args) -> None:
+    records = load_run_records(args.results_dir)
+    if not records:
+        log(f"no runs with two evals in {args.results_dir / 'runs'}")
+        return
+    plot_runs(records, args.results_dir / "frontier.png", args.results_dir / "curves.png")
+    text = f"## Runs on the proxy\n\n{runs_markdown(records)}\n"
+    (args.results_dir / "runs.md").write_text(text)
+    log(f"wrote {args.results_dir / 'frontier.png'}, curves.png and runs.md")
+    print(text)
+
+
 def smoke(args) -> None:
-    """CI: a tiny random base model, 4 training and 4 held-out openers from a synthetic opener file."""
+    """CI: the proxy step and every core run (TRL's GRPO and RLOO included) for 2 updates on tiny random models, then
+    the report, into `--out`."""
     from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm
 
-    base = args.out / "base"
+    args.work_dir, args.results_dir = args.out / "work", args.out
+    args.base = args.work_dir / "base"
     tokenizer = build_tiny_tokenizer()
-    tiny_causal_lm(tokenizer).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    tiny_causal_lm(tokenizer, seed=args.seed).save_pretrained(args.base)
+    tokenizer.save_pretrained(args.base)
     openers = [{"opener": f"the {i} movie was", "source": "smoke"} for i in range(sum(SPLITS.values()))]
     args.openers = args.out / "openers.json"
     args.openers.write_text(json.dumps({"source": "smoke", "openers": openers}))
-    args.base, args.work_dir, args.results_dir = base, args.out / "work", args.out
-    args.num_train, args.k, args.epochs, args.learning_rate, args.rm_args = 4, 4, 1, 1e-3, []
+    args.num_train, args.k, args.held_out_k, args.epochs, args.learning_rate, args.rm_args = 4, 6, 4, 1, 1e-3, []
     # a random tiny model writes no sentiment words: gold = the length of the text, so that lists are not all ties
     args.scorer = lambda prompts, completions: [len(text) / 10 for text in completions]
     SPLITS["proxy_held_out"] = 4  # a short held-out set; the split sizes are otherwise unchanged
     proxy(args)
+    args.tiny, args.updates, args.eval_every, args.save_every, args.eval_samples = True, 2, 1, 1, 4
+    args.learning_rate, args.keep_checkpoints, args.threads, args.stop_after = LEARNING_RATE, False, None, None
+    for args.run in (*CORE_RUNS, "ppo_max_critic_from_policy"):
+        run_one(args)
+    report_runs(args)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    sub = {name: commands.add_parser(name) for name in ("openers", "proxy", "smoke")}
+    sub = {name: commands.add_parser(name) for name in ("openers", "proxy", "run", "all", "report", "smoke")}
     sub["openers"].add_argument(
         "--fixtures", type=Path, required=True, help="the unpacked npm package sentiment@5.0.2"
     )
-    sub["proxy"].add_argument("--openers", type=Path, default=OPENERS_PATH)
-    sub["proxy"].add_argument("--work-dir", type=Path, default=WORK_DIR, help="base model, lists, proxy model")
-    sub["proxy"].add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    for name in ("proxy", "run", "all", "report"):
+        sub[name].add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    for name in ("proxy", "run", "all"):
+        sub[name].add_argument("--openers", type=Path, default=OPENERS_PATH)
+        sub[name].add_argument("--work-dir", type=Path, default=WORK_DIR, help="base model, lists, proxy, run folders")
+    for name in ("proxy", "run", "all", "smoke"):
+        sub[name].add_argument("--seed", type=int, default=0)
     sub["proxy"].add_argument("--base", type=Path, default=None, help="default: SmolLM2 with <|endoftext|> as pad")
     sub["proxy"].add_argument("--num-train", type=int, default=SPLITS["proxy_train"], help="proxy training openers")
-    sub["proxy"].add_argument("--k", type=int, default=4, help="samples per opener")
+    sub["proxy"].add_argument("--k", type=int, default=8, help="samples per training opener (rounds of 4)")
+    sub["proxy"].add_argument("--held-out-k", type=int, default=4, help="samples per held-out opener")
     sub["proxy"].add_argument("--epochs", type=int, default=2)
-    sub["proxy"].add_argument("--learning-rate", type=float, default=2e-5)
+    sub["proxy"].add_argument("--learning-rate", type=float, default=3e-5)
     sub["proxy"].add_argument("--rm-args", nargs="*", default=[], help="more reward_rank recipe flags")
-    for name in ("proxy", "smoke"):
-        sub[name].add_argument("--seed", type=int, default=0)
+    for name in ("run", "all"):
+        sub[name].add_argument("--updates", type=int, default=150, help="policy updates (critic warm-up not counted)")
+        sub[name].add_argument("--eval-every", type=int, default=10)
+        sub[name].add_argument("--save-every", type=int, default=10, help="checkpoint every N trainer steps")
+        sub[name].add_argument("--learning-rate", type=float, default=LEARNING_RATE, help="the shared policy lr")
+        sub[name].add_argument("--threads", type=int, default=None, help="torch threads per run process")
+    sub["run"].add_argument("--run", choices=list(RUNS), required=True)
+    sub["run"].add_argument(
+        "--eval-samples", type=int, default=EVAL_REPEATS * SPLITS["eval"], help="held-out samples per eval"
+    )
+    sub["run"].add_argument("--tiny", action="store_true", help="tiny random models (plumbing check)")
+    sub["run"].add_argument("--keep-checkpoints", action="store_true", help="keep the run folder when complete")
+    for name in ("run", "all"):
+        sub[name].add_argument(
+            "--stop-after",
+            type=int,
+            default=None,
+            help="checkpoint and stop after N updates (resume by running again)",
+        )
+    sub["all"].add_argument("--runs", nargs="*", choices=list(RUNS), default=None, help="default: the core runs")
+    sub["all"].add_argument("--jobs", type=int, default=2, help="runs at a time")
+    sub["all"].add_argument("--rerun", action="store_true", help="run complete runs again")
     sub["smoke"].add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    {"openers": write_openers, "proxy": proxy, "smoke": smoke}[args.command](args)
+    commands = {"openers": write_openers, "proxy": proxy, "run": run_one, "all": run_all, "report": report_runs}
+    commands["smoke"] = smoke
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -273,14 +273,14 @@ def prepare(args) -> None:
     )
 
 
-def every_n_updates(trainer, evaluate, eval_every: int, updates: int):
+def every_n_updates(trainer, evaluate, eval_every: int, updates: int, done: int = -1):
     """A `TrainerCallback` calling `evaluate(update)` before the first policy update, every `eval_every` updates and
-    after the last. PPO-max's critic warm-up steps (`trainer.critic_warmup_done`) are not policy updates; trainers
-    without a warm-up (GRPO) count every step."""
+    after the last, skipping updates up to `done` (evaluated before a resume). PPO-max's critic warm-up steps
+    (`trainer.critic_warmup_done`) are not policy updates; trainers without a warm-up (GRPO) count every step."""
     from transformers import TrainerCallback
 
     class EveryNUpdates(TrainerCallback):
-        last_update = -1
+        last_update = done
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.maybe_evaluate(0)
@@ -503,24 +503,16 @@ CONFIG_KEYS = (
 )  # fmt: skip
 
 
-def run_all(args) -> None:
-    """Every run of the setting in fresh processes (`--jobs` at a time), then the report."""
-    runs = args.runs or SETTING_RUNS[args.setting]
-    pending = list(runs)
+def run_processes(commands: dict[str, list[str]], jobs: int) -> None:
+    """Run each named command in a fresh process, `jobs` at a time; raise naming the ones that failed."""
+    pending = list(commands)
     active: list[tuple[str, subprocess.Popen]] = []
     failed = []
     while pending or active:
-        while pending and len(active) < args.jobs:
-            run = pending.pop(0)
-            command = [
-                sys.executable, __file__, "run", "--setting", args.setting, "--reward", args.reward, "--run", run,
-                "--updates",
-                str(args.updates), "--eval-every", str(args.eval_every), "--seed", str(args.seed),
-                "--threads", str(args.threads or max(1, (os.cpu_count() or 2) // args.jobs)),
-                "--results-dir", str(args.results_dir), "--work-dir", str(args.work_dir),
-            ] + (["--tiny"] if args.tiny else [])  # fmt: skip
-            log("starting " + " ".join(command[2:]))
-            active.append((run, subprocess.Popen(command)))
+        while pending and len(active) < jobs:
+            name = pending.pop(0)
+            log("starting " + " ".join(commands[name][2:]))
+            active.append((name, subprocess.Popen(commands[name])))
         time.sleep(1)
         for item in list(active):
             if item[1].poll() is not None:
@@ -529,6 +521,19 @@ def run_all(args) -> None:
                     failed.append(item[0])
     if failed:
         raise SystemExit(f"runs failed: {failed}")
+
+
+def run_all(args) -> None:
+    """Every run of the setting in fresh processes (`--jobs` at a time), then the report."""
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
+    commands = {}
+    for run in args.runs or SETTING_RUNS[args.setting]:
+        commands[run] = [
+            sys.executable, __file__, "run", "--setting", args.setting, "--reward", args.reward, "--run", run,
+            "--updates", str(args.updates), "--eval-every", str(args.eval_every), "--seed", str(args.seed),
+            "--threads", str(threads), "--results-dir", str(args.results_dir), "--work-dir", str(args.work_dir),
+        ] + (["--tiny"] if args.tiny else [])  # fmt: skip
+    run_processes(commands, args.jobs)
     report(args)
 
 

@@ -153,10 +153,83 @@ def test_proxy_agreement_and_openers_by_hand():
 
 
 @pytest.mark.slow
-def test_overoptimisation_proxy_smoke(tmp_path):
+def test_overoptimisation_smoke_runs_every_trainer_on_the_proxy(tmp_path):
     run_benchmark(REPO_ROOT / "benchmarks" / "overoptimisation.py", "smoke", "--out", str(tmp_path))
     summary = json.loads((tmp_path / "proxy.json").read_text())
-    assert summary["train_openers"] == summary["held_out_openers"] == summary["k"] == 4
+    assert summary["train_openers"] == summary["held_out_openers"] == summary["held_out_k"] == 4
+    assert summary["k"] == 6  # two sampling rounds (4 + 2) merged per opener
+    lists = [json.loads(line) for line in (tmp_path / "work" / "proxy_lists" / "train.jsonl").read_text().splitlines()]
+    assert [len(row["completions"]) for row in lists] == [6] * 4
+    assert all(len(row["scores"]) == len(row["completions_ids"]) == 6 for row in lists)
     assert 0.0 <= summary["held_out_agreement"] <= 1.0 and summary["held_out_pairs"] > 0
     assert len(summary["calibration"]["gold_mean_by_proxy_quintile"]) == 5
     assert summary["sample_seconds"] > 0 and summary["train_seconds"] > 0
+    trainers = {}
+    for run in ("ppo", "ppo_max", "grpo", "rloo", "online_una", "ppo_max_critic_from_policy"):
+        record = json.loads((tmp_path / "runs" / f"{run}.json").read_text())
+        trainers[run] = record["trainer"]
+        assert record["complete"] and [e["update"] for e in record["evals"]] == [0, 1, 2], run
+        for point in record["evals"]:
+            assert len(point["completions"]) == record["eval_samples"] == 4, run  # every completion is saved
+            assert point["gold"] == pytest.approx(sum(c["gold"] for c in point["completions"]) / 4), run
+            assert point["kl_seq"] == pytest.approx(sum(c["kl"] for c in point["completions"]) / 4), run
+        assert record["evals"][0]["kl_seq"] == pytest.approx(0.0, abs=1e-5), run  # the policy starts at the reference
+        assert record["optimizer_steps_per_sample"] > 0 and record["train"], run
+        assert not (tmp_path / "work" / "runs" / run).exists(), run  # a complete run's checkpoints are removed
+    assert trainers["grpo"] == "GRPOTrainer" and trainers["rloo"] == "RLOOTrainer"
+    assert trainers["online_una"] == "OnlineUNATrainer" and trainers["ppo"] == "PPOTrainer"
+    assert (tmp_path / "frontier.png").stat().st_size > 0 and (tmp_path / "curves.png").stat().st_size > 0
+    assert "grpo" in (tmp_path / "runs.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", ["ppo_max", "grpo"])
+def test_overoptimisation_run_resumes_from_its_checkpoint_as_if_never_stopped(tmp_path, run):
+    """A run stopped after one update and started again continues from its checkpoint: the evals before it are kept,
+    none is repeated, and (PPO-max: every step seeds itself) the rest equals an uninterrupted run's."""
+    from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
+
+    work = tmp_path / "work"
+    tokenizer = build_tiny_tokenizer()
+    tiny_causal_lm(tokenizer, seed=0).save_pretrained(work / "base")
+    tokenizer.save_pretrained(work / "base")
+    tiny_reward_model(tokenizer, seed=1).save_pretrained(work / "proxy_reward_model")
+    openers = tmp_path / "openers.json"
+    openers.write_text(json.dumps({"openers": [{"opener": f"the {i} film was"} for i in range(2000)]}))
+    common = ["run", "--tiny", "--run", run, "--updates", "3", "--eval-every", "1", "--save-every", "1",
+              "--eval-samples", "4", "--learning-rate", "0.01", "--openers", str(openers), "--work-dir", str(work)]  # fmt: skip
+    script = REPO_ROOT / "benchmarks" / "overoptimisation.py"
+    run_benchmark(script, *common, "--results-dir", str(tmp_path / "split"), "--stop-after", "1")
+    stopped = json.loads((tmp_path / "split" / "runs" / f"{run}.json").read_text())
+    assert not stopped["complete"] and [e["update"] for e in stopped["evals"]] == [0, 1]
+    run_benchmark(script, *common, "--results-dir", str(tmp_path / "split"))
+    resumed = json.loads((tmp_path / "split" / "runs" / f"{run}.json").read_text())
+    assert resumed["complete"] and [e["update"] for e in resumed["evals"]] == [0, 1, 2, 3]
+    assert len(resumed["resumed_from"]) == 1 and resumed["evals"][:2] == stopped["evals"][:2]
+    run_benchmark(script, *common, "--results-dir", str(tmp_path / "whole"))
+    whole = json.loads((tmp_path / "whole" / "runs" / f"{run}.json").read_text())
+    assert whole["evals"][-1]["kl_seq"] != 0.0  # the policy moved, so equal evals are not trivially equal
+    if run == "ppo_max":
+        keys = ("proxy", "gold", "kl_seq", "completions")
+        assert [{k: e[k] for k in keys} for e in resumed["evals"]] == [{k: e[k] for k in keys} for e in whole["evals"]]
+
+
+def test_gold_at_matched_kl_and_the_last_third_trend_by_hand():
+    module = _overoptimisation()
+    evals = [
+        {"update": 0, "kl_seq": 0.0, "gold": 0.1, "gold_se": 0.02, "proxy": 0.0},
+        {"update": 10, "kl_seq": 1.0, "gold": 0.3, "gold_se": 0.03, "proxy": 1.0},
+        {"update": 20, "kl_seq": 3.0, "gold": 0.5, "gold_se": 0.01, "proxy": 2.0},
+        {"update": 30, "kl_seq": 6.0, "gold": 0.2, "gold_se": 0.04, "proxy": 3.0},
+    ]
+    # KL 2 lies halfway between the evals at KL 1 and 3: gold 0.4, the larger s.e. of the two
+    assert module.gold_at_kl(evals, 2.0) == (pytest.approx(0.4), 0.03)
+    assert module.gold_at_kl(evals, 5.0) == (pytest.approx(0.5 + (2 / 3) * (0.2 - 0.5)), 0.04)
+    assert module.gold_at_kl(evals, 10.0) is None  # never reached
+    trend = module.last_third_trend(evals)
+    assert trend["from_update"] == 20  # nearest two thirds of 30
+    assert trend["proxy_change"] == 1.0 and trend["gold_change"] == pytest.approx(-0.3)
+    assert trend["gold_change_se"] == pytest.approx((0.01**2 + 0.04**2) ** 0.5)
+    assert trend["over_optimised"]  # proxy up, gold down by more than two standard errors
+    evals[-1]["gold"] = 0.45
+    assert not module.last_third_trend(evals)["over_optimised"]
