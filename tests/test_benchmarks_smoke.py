@@ -233,3 +233,23 @@ def test_gold_at_matched_kl_and_the_last_third_trend_by_hand():
     assert trend["over_optimised"]  # proxy up, gold down by more than two standard errors
     evals[-1]["gold"] = 0.45
     assert not module.last_third_trend(evals)["over_optimised"]
+
+
+def test_frontier_comparison_at_matched_kl_by_hand():
+    module = _overoptimisation()
+
+    def record(run, points):
+        evals = [
+            {"update": 10 * i, "kl_seq": kl, "gold": gold, "gold_se": 0.01} for i, (kl, gold) in enumerate(points)
+        ]
+        return {"run": run, "evals": evals}
+
+    anchor = record("ppo_max", [(0.0, 0.0), (2.0, 0.4), (4.0, 0.5)])
+    lower = record("grpo", [(0.0, 0.0), (1.0, 0.05), (3.0, 0.1)])  # KL 1: 0.2 vs 0.05; KL 2: 0.4 vs 0.075
+    higher = record("rloo", [(0.0, 0.0), (2.0, 0.6)])  # KL 2: 0.4 vs 0.6, beyond 2 s.e. below
+    table = module.frontier_markdown([anchor, lower, higher], grid=(1.0, 2.0, 5.0)).splitlines()
+    se = f"{(2 * 0.01**2) ** 0.5:.3f}"
+    assert table[2] == f"| grpo | +0.150 +- {se} | +0.325 +- {se} | - | +0.100 (20) | 10 |"
+    assert (
+        table[3] == f"| rloo | -0.100 +- {se} **below** | -0.200 +- {se} **below** | - | +0.600 (10) | not within 20 |"
+    )
