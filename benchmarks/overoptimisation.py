@@ -578,6 +578,8 @@ def run_one(args) -> dict:
     trainer.add_callback(every_n_updates(trainer, evaluate, args.eval_every, args.updates, last_done))
     if args.stop_after is not None:
         trainer.add_callback(stop_after_updates(trainer, args.stop_after))
+    record.setdefault("process_start_steps", (previous or {}).get("process_start_steps", []))
+    trainer.add_callback(on_train_begin(lambda state: record["process_start_steps"].append(state.global_step)))
     trainer.train(resume_from_checkpoint=checkpoint)
     record["seconds"] = time.perf_counter() - start
     record["critic_warmup_steps"] = getattr(trainer, "critic_warmup_done", 0)
@@ -586,6 +588,17 @@ def run_one(args) -> dict:
     if record["complete"] and not args.keep_checkpoints:
         shutil.rmtree(run_dir(args, args.run), ignore_errors=True)
     return record
+
+
+def on_train_begin(hook):
+    """A `TrainerCallback` calling `hook(state)` when training starts (after a checkpoint's state is loaded)."""
+    from transformers import TrainerCallback
+
+    class OnTrainBegin(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            hook(state)
+
+    return OnTrainBegin()
 
 
 def stop_after_updates(trainer, updates: int):

@@ -206,6 +206,8 @@ def test_overoptimisation_run_resumes_from_its_checkpoint_as_if_never_stopped(tm
     resumed = json.loads((tmp_path / "split" / "runs" / f"{run}.json").read_text())
     assert resumed["complete"] and [e["update"] for e in resumed["evals"]] == [0, 1, 2, 3]
     assert len(resumed["resumed_from"]) == 1 and resumed["evals"][:2] == stopped["evals"][:2]
+    # the second process started at the checkpoint's step, not from scratch
+    assert resumed["process_start_steps"] == [0, stopped["evals"][-1]["global_step"]] != [0, 0]
     run_benchmark(script, *common, "--results-dir", str(tmp_path / "whole"))
     whole = json.loads((tmp_path / "whole" / "runs" / f"{run}.json").read_text())
     assert whole["evals"][-1]["kl_seq"] != 0.0  # the policy moved, so equal evals are not trivially equal
