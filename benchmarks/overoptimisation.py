@@ -58,7 +58,8 @@ of each of the 32 evaluation openers (64, a fixed sampling seed, training RNG un
 gold, the KL to a frozen reference copy (k1 on the sampled tokens, summed: nats per sequence), length, distinct-2,
 and every completion saved in the run's JSON (`results/overoptimisation/runs/<run>.json`, rewritten after each eval).
 
-Resumable: lists are sampled in chunks of 64 openers appended to JSONL files, a rerun samples only the missing chunks
+Resumable: lists are sampled in chunks of 64 openers appended to JSONL files (committed, in
+`results/overoptimisation/samples/`), a rerun samples only the missing chunks
 (each chunk has its own seed, so the data does not depend on where a run was interrupted), and a larger `--k` samples
 only the new rounds. A run checkpoints every `--save-every` steps (the last checkpoint kept) and, started again,
 resumes from it with the evals up to it; `--stop-after N` checkpoints and stops after N updates; a complete run's
@@ -68,6 +69,7 @@ checkpoints are removed. `all` skips complete runs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import random
@@ -271,12 +273,20 @@ def calibration(gold: list[float], proxy: list[float], bins: int = 5) -> dict:
     }
 
 
+def proxy_sha256(reward_model_dir: Path) -> str:
+    """sha256 of the proxy's weights file: every run records it, so runs made in different sessions (each retrains
+    the proxy from the committed samples) are compared only when they were trained on the same proxy."""
+    return hashlib.sha256((reward_model_dir / "model.safetensors").read_bytes()).hexdigest()
+
+
 def proxy(args) -> dict:
     """Sample (resumably), train the proxy, measure its held-out agreement and calibration; write `proxy.json`."""
     splits = load_splits(args.openers)
     work = args.work_dir
     base = args.base or prepare_base_model(work)
-    samples_dir, data_dir = work / "samples", work / "proxy_lists"
+    # the sampled lists are results (committed beside proxy.json): anyone can retrain the same proxy or re-score
+    # them, and a later session does not sample them again
+    samples_dir, data_dir = args.results_dir / "samples", work / "proxy_lists"
     samples_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     train_openers = splits["proxy_train"][: args.num_train]
@@ -306,6 +316,7 @@ def proxy(args) -> dict:
         "learning_rate": args.learning_rate,
         "rm_args": args.rm_args,
         "gold_margin": GOLD_MARGIN,
+        "proxy_sha256": proxy_sha256(reward_dir),
         "held_out_agreement": held_out_agreement,
         "held_out_pairs": held_out_pairs,
         "held_out_agreement_all_untied": agreement(gold, scores, 1e-9)[0],
@@ -530,9 +541,16 @@ def run_one(args) -> dict:
     checkpoint = get_last_checkpoint(str(run_dir(args, args.run))) if run_dir(args, args.run).is_dir() else None
     previous = json.loads(out_path.read_text()) if out_path.is_file() and checkpoint else None
     resumed_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
+    proxy_digest = proxy_sha256(args.work_dir / "proxy_reward_model")
+    if previous and previous.get("proxy_sha256") != proxy_digest:
+        raise ValueError(
+            f"{args.run}: its checkpoint was trained on another proxy ({previous.get('proxy_sha256')}) than "
+            f"{args.work_dir / 'proxy_reward_model'} ({proxy_digest}); delete {run_dir(args, args.run)} to start over."
+        )
     record = {
         "run": args.run,
         "trainer": type(trainer).__name__,
+        "proxy_sha256": proxy_digest,
         "config": {key: _jsonable(getattr(config, key, None)) for key in RUN_CONFIG_KEYS},
         "critic": RUNS[args.run][1].get("critic", "reward_model") if RUNS[args.run][0] in ("ppo", "ppo_max") else None,
         "updates": args.updates,
@@ -794,6 +812,11 @@ def report_runs(args) -> None:
         return
     plot_runs(records, args.results_dir / "frontier.png", args.results_dir / "curves.png")
     text = f"## Runs on the proxy\n\n{runs_markdown(records)}\n\n{frontier_markdown(records)}\n"
+    proxy_path = args.results_dir / "proxy.json"
+    current = json.loads(proxy_path.read_text()).get("proxy_sha256") if proxy_path.is_file() else None
+    others = [record["run"] for record in records if record.get("proxy_sha256") != current]
+    if others:  # e.g. the proxy was retrained with other settings after these runs
+        text += f"\n**Trained on another proxy than `proxy.json`'s: {', '.join(others)}.**\n"
     (args.results_dir / "runs.md").write_text(text)
     log(f"wrote {args.results_dir / 'frontier.png'}, curves.png and runs.md")
     print(text)

@@ -160,6 +160,11 @@ def test_overoptimisation_smoke_runs_every_trainer_on_the_proxy(tmp_path):
     assert summary["k"] == 6  # two sampling rounds (4 + 2) merged per opener
     lists = [json.loads(line) for line in (tmp_path / "work" / "proxy_lists" / "train.jsonl").read_text().splitlines()]
     assert [len(row["completions"]) for row in lists] == [6] * 4
+    assert {path.name for path in (tmp_path / "samples").iterdir()} == {  # the rounds, kept with the results
+        "proxy_train.r0.jsonl",
+        "proxy_train.r1.jsonl",
+        "proxy_held_out.r0.jsonl",
+    }
     assert all(len(row["scores"]) == len(row["completions_ids"]) == 6 for row in lists)
     assert 0.0 <= summary["held_out_agreement"] <= 1.0 and summary["held_out_pairs"] > 0
     assert len(summary["calibration"]["gold_mean_by_proxy_quintile"]) == 5
@@ -168,6 +173,7 @@ def test_overoptimisation_smoke_runs_every_trainer_on_the_proxy(tmp_path):
     for run in ("ppo", "ppo_max", "grpo", "rloo", "online_una", "ppo_max_critic_from_policy"):
         record = json.loads((tmp_path / "runs" / f"{run}.json").read_text())
         trainers[run] = record["trainer"]
+        assert record["proxy_sha256"] == summary["proxy_sha256"], run  # every run names the proxy it trained on
         assert record["complete"] and [e["update"] for e in record["evals"]] == [0, 1, 2], run
         for point in record["evals"]:
             assert len(point["completions"]) == record["eval_samples"] == 4, run  # every completion is saved
@@ -178,6 +184,7 @@ def test_overoptimisation_smoke_runs_every_trainer_on_the_proxy(tmp_path):
         assert not (tmp_path / "work" / "runs" / run).exists(), run  # a complete run's checkpoints are removed
     assert trainers["grpo"] == "GRPOTrainer" and trainers["rloo"] == "RLOOTrainer"
     assert trainers["online_una"] == "OnlineUNATrainer" and trainers["ppo"] == "PPOTrainer"
+    assert "another proxy" not in (tmp_path / "runs.md").read_text()
     assert (tmp_path / "frontier.png").stat().st_size > 0 and (tmp_path / "curves.png").stat().st_size > 0
     assert "grpo" in (tmp_path / "runs.md").read_text()
 
@@ -202,6 +209,12 @@ def test_overoptimisation_run_resumes_from_its_checkpoint_as_if_never_stopped(tm
     run_benchmark(script, *common, "--results-dir", str(tmp_path / "split"), "--stop-after", "1")
     stopped = json.loads((tmp_path / "split" / "runs" / f"{run}.json").read_text())
     assert not stopped["complete"] and [e["update"] for e in stopped["evals"]] == [0, 1]
+    if run == "ppo_max":  # a checkpoint is never continued on another proxy (a new session retrains the proxy)
+        tiny_reward_model(tokenizer, seed=2).save_pretrained(work / "proxy_reward_model")
+        proc = subprocess.run([sys.executable, str(script), *common, "--results-dir", str(tmp_path / "split")],
+                              check=False, capture_output=True, text=True, cwd=REPO_ROOT, timeout=900)  # fmt: skip
+        assert proc.returncode != 0 and "trained on another proxy" in proc.stderr, proc.stderr[-3000:]
+        tiny_reward_model(tokenizer, seed=1).save_pretrained(work / "proxy_reward_model")  # the same weights again
     run_benchmark(script, *common, "--results-dir", str(tmp_path / "split"))
     resumed = json.loads((tmp_path / "split" / "runs" / f"{run}.json").read_text())
     assert resumed["complete"] and [e["update"] for e in resumed["evals"]] == [0, 1, 2, 3]
