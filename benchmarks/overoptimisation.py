@@ -329,8 +329,14 @@ def proxy(args) -> dict:
         "openers": str(args.openers.relative_to(HERE.parent)) if args.openers.is_relative_to(HERE.parent) else "",
         "machine": machine(),
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "proxy.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # proxy.json is the current proxy; proxies/ keeps every proxy a run may have trained on (each session retrains it
+    # from the committed lists, and CPU training is not bitwise the same on every machine)
+    (args.results_dir / "proxies").mkdir(parents=True, exist_ok=True)
+    for path in (
+        args.results_dir / "proxy.json",
+        args.results_dir / "proxies" / f"{summary['proxy_sha256'][:12]}.json",
+    ):
+        path.write_text(json.dumps(summary, indent=2) + "\n")
     log(
         f"proxy: held-out agreement with gold {summary['held_out_agreement']:.3f} over {summary['held_out_pairs']} "
         f"pairs (|gold diff| >= {GOLD_MARGIN}); Spearman {summary['calibration']['spearman']:.3f}"
@@ -743,11 +749,11 @@ def runs_markdown(records: list[dict]) -> str:
         return f"{value:+.3f} +- {se:.3f}"
 
     lines = [
-        "| run | trainer | updates | samples | optimizer steps / sample | proxy (first -> last) | gold first | gold last "
+        "| run | proxy | trainer | updates | samples | optimizer steps / sample | proxy (first -> last) | gold first | gold last "
         "(KL) | best gold (update, KL) | "
         + " | ".join(f"gold at KL {kl:g}" for kl in MATCHED_KL)
         + " | last third: proxy, gold change | length last | distinct-2 last | wall-clock |",
-        "|---|---|---|---|---|---|---|---|---|" + "---|" * len(MATCHED_KL) + "---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(MATCHED_KL) + "---|---|---|---|",
     ]
     for record in records:
         evals = record["evals"]
@@ -757,7 +763,7 @@ def runs_markdown(records: list[dict]) -> str:
         trend = last_third_trend(evals)
         flag = " **over-optimised**" if trend["over_optimised"] else ""
         lines.append(
-            f"| {record['run']} | {record['trainer']} | {last['update']}{'' if record.get('complete') else ' (running)'} "
+            f"| {record['run']} | {record.get('proxy_sha256', '?')[:12]} | {record['trainer']} | {last['update']}{'' if record.get('complete') else ' (running)'} "
             f"| {samples_per_run(record)} | {record['optimizer_steps_per_sample']:.3f} "
             f"| {first['proxy']:+.2f} -> {last['proxy']:+.2f} | {with_se(first['gold'], first['gold_se'])} "
             f"| {with_se(last['gold'], last['gold_se'])} ({last['kl_seq']:.1f}) "

@@ -296,12 +296,22 @@ def every_n_updates(trainer, evaluate, eval_every: int, updates: int, done: int 
     return EveryNUpdates()
 
 
+def _widest_simd() -> str:
+    flags = set()
+    if Path("/proc/cpuinfo").is_file():
+        flags = {flag for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+                 for flag in line.split(":", 1)[1].split()}  # fmt: skip
+    return next((name for name in ("avx512f", "avx2", "avx") if name in flags), "unknown")
+
+
 def machine() -> dict:
     import torch
 
     return {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        # the widest x86 vector extension: CPU float results (so a retrained model's bits) can differ between them
+        "simd": _widest_simd(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,

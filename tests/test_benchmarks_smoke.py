@@ -169,6 +169,7 @@ def test_overoptimisation_smoke_runs_every_trainer_on_the_proxy(tmp_path):
     assert 0.0 <= summary["held_out_agreement"] <= 1.0 and summary["held_out_pairs"] > 0
     assert len(summary["calibration"]["gold_mean_by_proxy_quintile"]) == 5
     assert summary["sample_seconds"] > 0 and summary["train_seconds"] > 0
+    assert json.loads((tmp_path / "proxies" / f"{summary['proxy_sha256'][:12]}.json").read_text()) == summary
     trainers = {}
     for run in ("ppo", "ppo_max", "grpo", "rloo", "online_una", "ppo_max_critic_from_policy"):
         record = json.loads((tmp_path / "runs" / f"{run}.json").read_text())
