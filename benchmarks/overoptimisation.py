@@ -749,8 +749,8 @@ def runs_markdown(records: list[dict]) -> str:
         return f"{value:+.3f} +- {se:.3f}"
 
     lines = [
-        "| run | proxy | trainer | updates | samples | optimizer steps / sample | proxy (first -> last) | gold first | gold last "
-        "(KL) | best gold (update, KL) | "
+        "| run | proxy | trainer | updates | samples | optimizer steps / sample | proxy (first -> last) | gold first "
+        "| gold last (KL) | best gold (update, KL) | "
         + " | ".join(f"gold at KL {kl:g}" for kl in MATCHED_KL)
         + " | last third: proxy, gold change | length last | distinct-2 last | wall-clock |",
         "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(MATCHED_KL) + "---|---|---|---|",
@@ -763,7 +763,8 @@ def runs_markdown(records: list[dict]) -> str:
         trend = last_third_trend(evals)
         flag = " **over-optimised**" if trend["over_optimised"] else ""
         lines.append(
-            f"| {record['run']} | {record.get('proxy_sha256', '?')[:12]} | {record['trainer']} | {last['update']}{'' if record.get('complete') else ' (running)'} "
+            f"| {record['run']} | {record.get('proxy_sha256', '?')[:12]} | {record['trainer']} "
+            f"| {last['update']}{'' if record.get('complete') else ' (running)'} "
             f"| {samples_per_run(record)} | {record['optimizer_steps_per_sample']:.3f} "
             f"| {first['proxy']:+.2f} -> {last['proxy']:+.2f} | {with_se(first['gold'], first['gold_se'])} "
             f"| {with_se(last['gold'], last['gold_se'])} ({last['kl_seq']:.1f}) "
