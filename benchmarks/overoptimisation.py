@@ -276,7 +276,8 @@ def calibration(gold: list[float], proxy: list[float], bins: int = 5) -> dict:
 def proxy_sha256(reward_model_dir: Path) -> str:
     """sha256 of the proxy's weights file: every run records it, so runs made in different sessions (each retrains
     the proxy from the committed samples) are compared only when they were trained on the same proxy."""
-    return hashlib.sha256((reward_model_dir / "model.safetensors").read_bytes()).hexdigest()
+    with (reward_model_dir / "model.safetensors").open("rb") as weights:  # streamed: the file is ~540 MB
+        return hashlib.file_digest(weights, "sha256").hexdigest()
 
 
 def proxy(args) -> dict:
