@@ -12,8 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """What every recipe (`ppomax_trl/recipes/`) does the same way around its trainer: sweep output folders, tokenizer,
-models, data splits, reward loading, and the TRL script tail (train, metrics, state, model, evaluation, push). Each
-recipe keeps what differs: its models, its trainer and the trainer's arguments.
+models, data splits, reward loading, the TRL script tail (train, metrics, state, model, evaluation, push), and the
+clean end of a launched process (`end_process_group`). Each recipe keeps what differs: its models, its trainer and the trainer's arguments.
 
 Model and dataset names starting with `tiny://` are built in memory instead of loaded, so that the `*_tiny` configs run
 as they are, offline, on any machine: `tiny://policy` and `tiny://reward` are randomly initialised tiny Qwen2 models
@@ -194,3 +194,15 @@ def train_and_save(trainer: Trainer) -> None:
         trainer.save_metrics("eval", metrics)
     if trainer.args.push_to_hub:
         trainer.push_to_hub()
+
+
+def end_process_group() -> None:
+    """Wait for every rank, then destroy the default process group; nothing in a single process.
+
+    A recipe run by `accelerate launch` calls this after `main`: a gloo group left to interpreter shutdown can abort a
+    rank with SIGABRT ("terminate called without an active exception", pytorch/pytorch#190489) after the run has
+    trained and saved, failing the launch. Destroying it while the interpreter is alive makes a finished run exit 0.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -102,6 +103,7 @@ def tiny_model_dirs(tmp_path_factory, tokenizer) -> dict[str, Path]:
 # ----------------------------------------------------------------------------------------------------------------------
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"  # the clone's view: thin scripts that run the packaged recipes, links to their YAML files
+EXIT_PROBE = Path(__file__).resolve().parent / "exit_probe"  # sitecustomize for recipe commands: see its docstring
 CONFIGS = Path(str(resources.files("ppomax_trl.recipes"))) / "configs"  # what the wheel ships
 
 
@@ -119,12 +121,17 @@ def load_recipe(name: str):
 def run_recipe_command(
     cmd: list[str], output_dir: Path, env: dict[str, str] | None = None, cwd: Path = REPO
 ) -> subprocess.CompletedProcess:
-    """Run `cmd` from `cwd` (default: the repository root); it must exit 0 and leave a model in `output_dir`."""
-    result = subprocess.run(
-        cmd, cwd=cwd, env=env or recipe_env(), capture_output=True, text=True, timeout=600, check=False
-    )
+    """Run `cmd` from `cwd` (default: the repository root); it must exit 0, leave a model in `output_dir`, and every
+    launched process must have destroyed its process group before exiting (`tests/exit_probe`)."""
+    probe_dir = Path(tempfile.mkdtemp(prefix="exit_probe_"))
+    env = dict(env or recipe_env())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXIT_PROBE), env.get("PYTHONPATH")]))
+    env["PPOMAX_EXIT_PROBE_DIR"] = str(probe_dir)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, f"`{' '.join(cmd)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert (output_dir / "model.safetensors").is_file(), sorted(os.listdir(output_dir))
+    live_groups = [marker.read_text().strip() for marker in sorted(probe_dir.iterdir())]
+    assert not live_groups, f"exited with the process group alive (call end_process_group after main): {live_groups}"
     return result
 
 

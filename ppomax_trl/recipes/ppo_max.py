@@ -52,6 +52,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
 from ppomax_trl.recipe_utils import (
+    end_process_group,
     load_causal_lm,
     load_rewards,
     load_splits,
@@ -130,3 +131,4 @@ def parse_args(args: list[str] | None = None) -> tuple[PPOScriptArguments, PPOCo
 
 if __name__ == "__main__":
     main(*parse_args())
+    end_process_group()

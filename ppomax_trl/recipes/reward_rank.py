@@ -51,6 +51,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import RankListRewardConfig, RankListRewardTrainer
 from ppomax_trl.recipe_utils import (
+    end_process_group,
     load_sequence_classifier,
     load_splits,
     load_tokenizer,
@@ -92,3 +93,4 @@ def parse_args(args: list[str] | None = None) -> tuple[ScriptArguments, RankList
 
 if __name__ == "__main__":
     main(*parse_args())
+    end_process_group()

@@ -49,6 +49,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import UNAConfig, UNATrainer
 from ppomax_trl.recipe_utils import (
+    end_process_group,
     load_causal_lm,
     load_splits,
     load_tokenizer,
@@ -102,3 +103,4 @@ def parse_args(args: list[str] | None = None) -> tuple[UNAScriptArguments, UNACo
 
 if __name__ == "__main__":
     main(*parse_args())
+    end_process_group()

@@ -50,6 +50,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import OnlineUNAConfig, OnlineUNATrainer
 from ppomax_trl.recipe_utils import (
+    end_process_group,
     load_causal_lm,
     load_rewards,
     load_splits,
@@ -110,3 +111,4 @@ def parse_args(args: list[str] | None = None) -> tuple[OnlineUNAScriptArguments,
 
 if __name__ == "__main__":
     main(*parse_args())
+    end_process_group()

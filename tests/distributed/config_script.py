@@ -51,6 +51,8 @@ from config_probes import (
     warmup_problems,
 )
 
+from ppomax_trl.recipe_utils import end_process_group
+
 
 PROMPTS = ["the movie was", "i loved", "what a", "the food", "a good cast", "the film", "the acting", "a bad"]
 
@@ -134,3 +136,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process_group()  # a gloo group left to interpreter shutdown can abort a finished rank

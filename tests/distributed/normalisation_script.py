@@ -42,6 +42,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
 from ppomax_trl import ppo_utils as pu
+from ppomax_trl.recipe_utils import end_process_group
 from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
 
 
@@ -219,3 +220,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process_group()  # a gloo group left to interpreter shutdown can abort a finished rank

@@ -40,6 +40,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
+from ppomax_trl.recipe_utils import end_process_group
 from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
 
 
@@ -257,3 +258,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process_group()  # a gloo group left to interpreter shutdown can abort a finished rank

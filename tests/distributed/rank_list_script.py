@@ -32,6 +32,7 @@ from datasets import Dataset
 
 from ppomax_trl import RankListRewardConfig, RankListRewardTrainer
 from ppomax_trl.rank_list import rank_list_statistics, summarize_rank_list_statistics
+from ppomax_trl.recipe_utils import end_process_group
 from ppomax_trl.tiny import build_tiny_tokenizer, tiny_reward_model
 
 
@@ -115,3 +116,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process_group()  # a gloo group left to interpreter shutdown can abort a finished rank

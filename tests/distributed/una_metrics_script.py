@@ -32,6 +32,7 @@ from accelerate import PartialState
 from datasets import Dataset
 
 from ppomax_trl import RankListRewardConfig, RankListRewardTrainer, UNAConfig, UNATrainer
+from ppomax_trl.recipe_utils import end_process_group
 from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
 
 
@@ -106,3 +107,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_process_group()  # a gloo group left to interpreter shutdown can abort a finished rank
