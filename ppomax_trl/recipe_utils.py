@@ -13,7 +13,8 @@
 # limitations under the License.
 """What every recipe (`ppomax_trl/recipes/`) does the same way around its trainer: sweep output folders, tokenizer,
 models, data splits, reward loading, the TRL script tail (train, metrics, state, model, evaluation, push), and the
-clean end of a launched process (`end_process_group`). Each recipe keeps what differs: its models, its trainer and the trainer's arguments.
+clean end of a launched process (`end_process_group`). Each recipe keeps what differs: its models, its trainer and the
+trainer's arguments.
 
 Model and dataset names starting with `tiny://` are built in memory instead of loaded, so that the `*_tiny` configs run
 as they are, offline, on any machine: `tiny://policy` and `tiny://reward` are randomly initialised tiny Qwen2 models

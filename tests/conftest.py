@@ -123,14 +123,14 @@ def run_recipe_command(
 ) -> subprocess.CompletedProcess:
     """Run `cmd` from `cwd` (default: the repository root); it must exit 0, leave a model in `output_dir`, and every
     launched process must have destroyed its process group before exiting (`tests/exit_probe`)."""
-    probe_dir = Path(tempfile.mkdtemp(prefix="exit_probe_"))
     env = dict(env or recipe_env())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXIT_PROBE), env.get("PYTHONPATH")]))
-    env["PPOMAX_EXIT_PROBE_DIR"] = str(probe_dir)
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    with tempfile.TemporaryDirectory(prefix="exit_probe_") as probe_dir:
+        env["PPOMAX_EXIT_PROBE_DIR"] = probe_dir
+        result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+        live_groups = [marker.read_text().strip() for marker in sorted(Path(probe_dir).iterdir())]
     assert result.returncode == 0, f"`{' '.join(cmd)}` failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert (output_dir / "model.safetensors").is_file(), sorted(os.listdir(output_dir))
-    live_groups = [marker.read_text().strip() for marker in sorted(probe_dir.iterdir())]
     assert not live_groups, f"exited with the process group alive (call end_process_group after main): {live_groups}"
     return result
 
