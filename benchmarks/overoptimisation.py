@@ -811,6 +811,25 @@ def frontier_markdown(records: list[dict], anchor: str = "ppo_max", grid: tuple[
     return "\n".join(lines)
 
 
+def proxy_note(records: list[dict], current: str | None) -> str:
+    """A paragraph naming the proxy each run trained on, when any run trained on another proxy than `current` (the
+    one in proxy.json): every session retrains the proxy, and two trainings score on offset scales, so proxy scores
+    compare only within a proxy while gold, KL and diversity compare across all runs. Empty when all share `current`."""
+    runs_by_proxy: dict[str, list[str]] = {}
+    for record in records:
+        runs_by_proxy.setdefault(record.get("proxy_sha256") or "?", []).append(record["run"])
+    if set(runs_by_proxy) <= {current}:
+        return ""
+    groups = "; ".join(
+        f"`{sha[:12]}`{' (proxy.json)' if sha == current else ''}: {', '.join(runs)}"
+        for sha, runs in runs_by_proxy.items()
+    )
+    return (
+        f"\n**Runs trained on another proxy than `proxy.json`'s.** By proxy: {groups}. Proxy scores compare only "
+        "within one proxy; gold, KL and distinct-2 compare across all runs.\n"
+    )
+
+
 def report_runs(args) -> None:
     records = load_run_records(args.results_dir)
     if not records:
@@ -820,9 +839,7 @@ def report_runs(args) -> None:
     text = f"## Runs on the proxy\n\n{runs_markdown(records)}\n\n{frontier_markdown(records)}\n"
     proxy_path = args.results_dir / "proxy.json"
     current = json.loads(proxy_path.read_text()).get("proxy_sha256") if proxy_path.is_file() else None
-    others = [record["run"] for record in records if record.get("proxy_sha256") != current]
-    if others:  # e.g. the proxy was retrained with other settings after these runs
-        text += f"\n**Trained on another proxy than `proxy.json`'s: {', '.join(others)}.**\n"
+    text += proxy_note(records, current)
     (args.results_dir / "runs.md").write_text(text)
     log(f"wrote {args.results_dir / 'frontier.png'}, curves.png and runs.md")
     print(text)

@@ -269,3 +269,16 @@ def test_frontier_comparison_at_matched_kl_by_hand():
     assert (
         table[3] == f"| rloo | -0.100 +- {se} **below** | -0.200 +- {se} **below** | - | +0.600 (10) | not within 20 |"
     )
+
+
+def test_report_names_each_runs_proxy_when_runs_span_proxies():
+    module = _overoptimisation()
+    records = [
+        {"run": "grpo", "proxy_sha256": "a" * 64},
+        {"run": "ppo", "proxy_sha256": "b" * 64},
+        {"run": "ppo_max", "proxy_sha256": "b" * 64},
+    ]
+    assert module.proxy_note(records[1:], "b" * 64) == ""  # all on proxy.json's proxy: nothing to say
+    note = module.proxy_note(records, "b" * 64)
+    assert f"`{'a' * 12}`: grpo; `{'b' * 12}` (proxy.json): ppo, ppo_max." in note
+    assert "another proxy" in module.proxy_note(records[1:], "c" * 64)  # proxy.json retrained after every run
