@@ -16,8 +16,8 @@
 PPO losses reduce as a token sum divided by `num_tokens`, the response-token count of the *whole* minibatch, so a
 minibatch split into gradient-accumulation micro-batches gives exactly the minibatch's token mean
 (https://huggingface.co/papers/2307.04964 §2.10 of our spec; TRL 1.12 averaged per micro-batch instead). The policy
-loss can also be reduced per sequence (`aggregate_loss`, verl's `loss_agg_mode` names), again over the whole
-minibatch's sequence count.
+loss can also be reduced per sequence (`aggregate_loss`, verl's `loss_agg_mode` names plus Dr. GRPO's), again over
+the whole minibatch's sequence count.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .ppo_utils import masked_sum
 MAX_LOG_RATIO = 20.0
 
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "dr-grpo")
 
 
 def aggregate_loss(
@@ -43,17 +43,23 @@ def aggregate_loss(
     num_tokens: float | torch.Tensor | None = None,
     num_sequences: float | torch.Tensor | None = None,
     norm_length: float | None = None,
+    num_processes: int = 1,
 ) -> torch.Tensor:
-    """Reduce a per-token loss `(B, T)` to a scalar; the modes and their names are verl's `loss_agg_mode`.
+    """Reduce a per-token loss `(B, T)` to a scalar; the first four modes are verl's `loss_agg_mode`
+    (`agg_loss` in verl/trainer/ppo/core_algos.py), the last is TRL GRPO's `loss_type="dr_grpo"`.
 
         token-mean               (1/N) sum_b sum_t m_bt l_bt
         seq-mean-token-mean      (1/S) sum_b (1/L_b) sum_t m_bt l_bt
         seq-mean-token-sum       (1/S) sum_b sum_t m_bt l_bt
-        seq-mean-token-sum-norm  (1/(S C)) sum_b sum_t m_bt l_bt   (Dr. GRPO, https://huggingface.co/papers/2503.20783)
+        seq-mean-token-sum-norm  (P/C) sum_b sum_t m_bt l_bt       (verl: no sequence count)
+        dr-grpo                  (1/(S C)) sum_b sum_t m_bt l_bt   (Dr. GRPO, https://huggingface.co/papers/2503.20783)
 
-    with L_b = sum_t m_bt. A trainer that splits a minibatch over micro-batches and processes passes the minibatch's
-    N (tokens) and S (sequences), so that the accumulated micro-batch losses are the minibatch's loss; 1/L_b and C are
-    per row or constant, so they need no reduction.
+    with L_b = sum_t m_bt, so `seq-mean-token-sum-norm` = S x `dr-grpo` over the same minibatch. A trainer that splits
+    a minibatch over micro-batches and P processes passes the minibatch's N (tokens) and S (sequences) divided by P
+    and P itself: DDP averages gradients over processes, so the accumulated micro-batch losses, averaged over
+    processes, are the minibatch's loss whatever the split. 1/L_b and C are per row or constant; the count-free
+    `seq-mean-token-sum-norm` multiplies by P. (verl applies it per micro-batch, so there its effective normaliser
+    depends on the split: see `PPOConfig.loss_agg_mode`.)
 
     Args:
         per_token_loss (`torch.Tensor` of shape `(B, T)`): l.
@@ -64,6 +70,7 @@ def aggregate_loss(
             and is not counted).
         norm_length (`float`, *optional*): C; default `T`, the padded width. A trainer passes a constant (the maximum
             response length), so that the normaliser does not move with the batch's longest response.
+        num_processes (`int`): P, used by `seq-mean-token-sum-norm` only; 1 for a loss computed in one process.
     """
     mask = mask.to(per_token_loss.dtype)
     if mode == "token-mean":
@@ -79,6 +86,8 @@ def aggregate_loss(
     if mode == "seq-mean-token-sum":
         return per_sequence.sum() / sequences
     constant = mask.size(-1) if norm_length is None else norm_length
+    if mode == "seq-mean-token-sum-norm":
+        return per_sequence.sum() * num_processes / constant
     return per_sequence.sum() / (sequences * constant)
 
 
@@ -96,6 +105,7 @@ def ppo_policy_loss(
     num_tokens: float | torch.Tensor | None = None,
     num_sequences: float | torch.Tensor | None = None,
     norm_length: float | None = None,
+    num_processes: int = 1,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate objective (https://huggingface.co/papers/1707.06347), with optional asymmetric and dual clips.
 
@@ -116,7 +126,8 @@ def ppo_policy_loss(
         cliprange (`float`): eps, both sides unless overridden.
         cliprange_low, cliprange_high (`float`, *optional*): eps_low, eps_high.
         dual_clip (`float`, *optional*): c > 1; `None` disables it.
-        loss_agg_mode, num_tokens, num_sequences, norm_length: see `aggregate_loss` (N defaults to `mask.sum()`).
+        loss_agg_mode, num_tokens, num_sequences, norm_length, num_processes: see `aggregate_loss` (N defaults to
+            `mask.sum()`).
 
     Returns:
         `loss` and detached diagnostics: `clipfrac` (share of tokens where the clipped branch wins), `approxkl`
@@ -139,7 +150,7 @@ def ppo_policy_loss(
         per_token_loss = torch.where(dual_active, dual_bound, per_token_loss)
     loss = aggregate_loss(
         per_token_loss, mask, mode=loss_agg_mode, num_tokens=num_tokens, num_sequences=num_sequences,
-        norm_length=norm_length,
+        norm_length=norm_length, num_processes=num_processes,
     )  # fmt: skip
     with torch.no_grad():
         valid = mask.sum().clamp(min=1)
@@ -201,6 +212,7 @@ def entropy_bonus_loss(
     loss_agg_mode: str = "token-mean",
     num_sequences: float | torch.Tensor | None = None,
     norm_length: float | None = None,
+    num_processes: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Negative mean token entropy `-aggregate_loss(H, m)` (token-mean: `-(1/N) sum_t m_t H(pi(.|s_t))`) and the
     per-token entropy `(B, T)` (detached).
@@ -212,7 +224,7 @@ def entropy_bonus_loss(
     per_token_entropy = torch.logsumexp(logits, dim=-1) - (F.softmax(logits, dim=-1) * logits).sum(dim=-1)
     loss = -aggregate_loss(
         per_token_entropy, mask, mode=loss_agg_mode, num_tokens=num_tokens, num_sequences=num_sequences,
-        norm_length=norm_length,
+        norm_length=norm_length, num_processes=num_processes,
     )  # fmt: skip
     return loss, per_token_entropy.detach()
 

@@ -180,6 +180,17 @@ class OnlineRolloutConfig(TrainingArguments):
             "semantics as TRL GRPO's `reward_weights`."
         },
     )
+    reward_context_overflow: str = field(
+        default="error",
+        metadata={
+            "help": "What a reward model that re-reads the text with its own tokenizer (a model in `reward_funcs`, or "
+            "the `reward_model` argument with `reward_processing_class`) does with a prompt + completion longer than "
+            "its `max_position_embeddings`: 'error' (default) stops with the model, rollout and length; "
+            "'truncate_left' keeps the last `max_position_embeddings` tokens (the completion and the end of the "
+            "prompt, where the score is read) and warns once. A prompt that alone fills the context fails at "
+            "construction in 'error' mode."
+        },
+    )
 
     def __post_init__(self):
         if self.bf16 is None:
@@ -207,6 +218,10 @@ class OnlineRolloutConfig(TrainingArguments):
             )
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             raise ValueError("`missing_eos_penalty` is subtracted from the score, so it must be >= 0.")
+        if self.reward_context_overflow not in ("error", "truncate_left"):
+            raise ValueError(
+                f"Unknown `reward_context_overflow` {self.reward_context_overflow!r}: use 'error' or 'truncate_left'."
+            )
         if self.reward_weights is not None:
             try:
                 weights = torch.tensor(self.reward_weights, dtype=torch.float64)
@@ -254,7 +269,8 @@ class PPOConfig(OnlineRolloutConfig):
       clip (DAPO's clip-higher).
     - `dual_clip` (`float`, *optional*, defaults to `None`): dual-clip bound c > 1 on negative-advantage tokens.
     - `loss_agg_mode` (`str`, *optional*, defaults to `"token-mean"`) and `loss_agg_norm_length` (`int`, *optional*,
-      defaults to `None`): verl's policy-loss reductions, over the whole minibatch on every process.
+      defaults to `None`): verl's policy-loss reductions, plus Dr. GRPO's (`"dr-grpo"`), over the whole minibatch on
+      every process.
     - `whiten_advantages_globally` (`bool`, *optional*, defaults to `False`): advantage whitening over all processes
       (REINFORCE++).
     - `critic_warmup_lam` (`float`, *optional*, defaults to `None`): value-target lambda of the critic warm-up; 1.0 is
@@ -382,19 +398,27 @@ class PPOConfig(OnlineRolloutConfig):
     loss_agg_mode: str = field(
         default="token-mean",
         metadata={
-            "help": "Reduction of the per-token policy loss (and entropy bonus) over a minibatch, verl's names: "
-            "'token-mean' (today's: token mean over the whole minibatch; TRL GRPO's loss_type='dapo'), "
-            "'seq-mean-token-mean' (mean over sequences of each one's token mean; TRL's 'grpo'), 'seq-mean-token-sum' "
-            "(mean over sequences of token sums), 'seq-mean-token-sum-norm' (token sum over sequences x "
-            "`loss_agg_norm_length`: Dr. GRPO, https://huggingface.co/papers/2503.20783; TRL's 'dr_grpo'). Counts "
-            "are over the whole minibatch, all processes. The value loss stays a token mean."
+            "help": "Reduction of the per-token policy loss (and entropy bonus) over a minibatch. verl's names "
+            "(`agg_loss` in verl/trainer/ppo/core_algos.py): 'token-mean' (today's: token mean over the whole "
+            "minibatch; TRL GRPO's loss_type='dapo'), 'seq-mean-token-mean' (mean over sequences of each one's token "
+            "mean; TRL's 'grpo'), 'seq-mean-token-sum' (mean over sequences of token sums), 'seq-mean-token-sum-norm' "
+            "(verl's: token sum / `loss_agg_norm_length`, no sequence count; verl's `loss_scale_factor`). And "
+            "'dr-grpo' (token sum / (sequences x `loss_agg_norm_length`): Dr. GRPO, "
+            "https://huggingface.co/papers/2503.20783; TRL GRPO's loss_type='dr_grpo'). 'seq-mean-token-sum-norm' "
+            "is S times 'dr-grpo', S the minibatch's sequence count (S = 64: a 64x larger loss and gradient). Counts "
+            "are over the whole minibatch, all processes, so no mode depends on how a minibatch is split. verl "
+            "instead applies 'seq-mean-token-sum-norm' per micro-batch and averages micro-batches and ranks, so its "
+            "effective normaliser is response length x the number of micro-batches of a minibatch over all ranks "
+            "(fixed-size micro-batches in the FSDP dp_actor) or x the data-parallel size (engine workers): set "
+            "`loss_agg_norm_length` to that product to reproduce such a run. The value loss stays a token mean."
         },
     )
     loss_agg_norm_length: int | None = field(
         default=None,
         metadata={
-            "help": "The constant length of `loss_agg_mode='seq-mean-token-sum-norm'`. None: `response_length` (TRL "
-            "dr_grpo's `max_completion_length`)."
+            "help": "The constant length C of `loss_agg_mode='seq-mean-token-sum-norm'` (verl's `loss_scale_factor`) "
+            "and 'dr-grpo'. None: `response_length` (verl's default, the padded response length; TRL dr_grpo's "
+            "`max_completion_length`)."
         },
     )
     whiten_advantages_globally: bool = field(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import warnings
 from collections import defaultdict
@@ -53,6 +54,7 @@ from .rollout import (
     RewardFunc,
     _gather_response_logprobs,
     _IndexStream,
+    _max_positions,
     _peft_base,
     _score_head,
     _sequence_forward_inputs,
@@ -94,7 +96,13 @@ class PPOTrainer(OnlineRolloutTrainer):
             the policy backbone with a fresh scalar head when only `reward_funcs` are given.
         data_collator (`Callable`, *optional*): collator for tokenized prompts; must pad on the left.
         eval_dataset ([`~datasets.Dataset`], *optional*): held-out prompts for `evaluate` and `generate_completions`.
-        optimizers (`tuple`, *optional*): `(optimizer, lr_scheduler)`; default AdamW over policy and critic.
+        optimizers (`tuple`, *optional*): `(optimizer, lr_scheduler)`; default AdamW over policy and critic, in
+            separate groups (`learning_rate`, `value_learning_rate`). A given optimizer must hold the critic's
+            trainable parameters (else `ValueError` at construction): the critic is built inside the trainer unless
+            you pass `value_model`, so build it yourself, e.g. `value_model = copy.deepcopy(reward_model)`, and pass
+            it too. One group over both models (`AdamW([*policy.parameters(), *value_model.parameters()])`) works
+            and is not split: the critic warm-up steps it at its base lr with the policy's gradients dropped
+            (refused under DeepSpeed, which flattens the group; give the critic its own group there).
         callbacks (`list[TrainerCallback]`, *optional*): extra callbacks.
         peft_config ([`~peft.PeftConfig`], *optional*): LoRA (or other PEFT) config for the policy.
         reward_funcs (`Callable`, model, path or a list of them, *optional*): TRL 1.16 `GRPOTrainer`'s reward
@@ -156,12 +164,35 @@ class PPOTrainer(OnlineRolloutTrainer):
             reward_processing_class=reward_processing_class, reward_processing_classes=reward_processing_classes,
         )  # fmt: skip
         del self._given_value_model
+        if optimizers[0] is not None:
+            self._check_user_optimizer(optimizers[0])
         if args.kl_controller == "adaptive":
             self.kl_ctl = pu.AdaptiveKLController(args.kl_coef, target=args.kl_target, horizon=args.kl_horizon)
         else:
             self.kl_ctl = pu.FixedKLController(args.kl_coef)
         self._ptx_stream = _IndexStream(len(self.ptx_dataset), args.seed + 7919) if self.ptx_dataset else None
         self._ptx_position = 0
+        if self.ptx_dataset is not None:
+            self._check_ptx_context(self.ptx_dataset, args.ptx_max_length)
+
+    def _check_ptx_context(self, dataset: Dataset, max_length: int) -> None:
+        """ptx rows are cut to `ptx_max_length`; what is left must fit every model that reads them (the policy, and
+        the critic, which runs in the same forward), or RoPE models train on positions they never learned and models
+        with learned positions crash at the first ptx step."""
+        readers = (("policy", self.policy_model), ("critic", self.value_model))
+        limits = [(n, f"{role} ({type(_peft_base(model)).__name__})") for role, model in readers
+                  if (n := _max_positions(model))]  # fmt: skip
+        if not limits:
+            return
+        positions, name = min(limits)
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        longest = max(lengths)
+        if longest > positions and max_length > positions:
+            raise ValueError(
+                f"ptx row {lengths.index(longest)} has {longest} tokens, and `ptx_max_length={max_length}` keeps more "
+                f"than the {name}'s max_position_embeddings={positions}. Set `ptx_max_length` <= {positions} to cut ptx "
+                "rows to the context."
+            )
 
     # ------------------------------------------------------------------------------------------------------------------
     # Critic
@@ -408,23 +439,44 @@ class PPOTrainer(OnlineRolloutTrainer):
           schedule with an LR warm-up has a multiplier of 0;
         - policy groups step at lr 0, which leaves their weights bit-identical under AdamW (weight decay included),
           and their optimizer state (moments, step counts) is restored afterwards, so that bias correction after the
-          warm-up is exactly that of a run without one.
+          warm-up is exactly that of a run without one;
+        - a group that holds both models (a user's `AdamW(policy + critic)`, see `_check_user_optimizer`) steps at its
+          base lr too, and its policy parameters lose their (zero) gradients just before each step: torch optimizers
+          skip a parameter without a gradient entirely (no update, no weight decay, no state), so the policy stays
+          bit-identical there as well; their state is restored all the same.
         """
         groups = self.optimizer.param_groups
         saved_lrs = [group["lr"] for group in groups]
         inner = _innermost_optimizer(self.optimizer)
+        mixed_policy_params = [
+            p
+            for group in groups
+            if not self._is_policy_group(group)
+            for p in group["params"]
+            if id(p) in self._policy_param_ids
+        ]
         saved_state = {}
         for index, group in enumerate(groups):
-            if not self._is_policy_group(group):
-                continue
-            for param in _state_keys_of_group(self.optimizer, index):
+            if self._is_policy_group(group):
+                keys = _state_keys_of_group(self.optimizer, index)
+            else:  # a mixed group: its policy parameters only
+                keys = [p for p in group["params"] if id(p) in self._policy_param_ids]
+            for param in keys:
                 state = inner.state.get(param)
                 saved_state[param] = None if state is None else {k: _clone(v) for k, v in state.items()}
         for group in groups:
             group["lr"] = 0.0 if self._is_policy_group(group) else group.get("initial_lr", group["lr"])
+
+        def drop_policy_grads(optimizer, args, kwargs) -> None:
+            for param in mixed_policy_params:
+                param.grad = None
+
+        hook = inner.register_step_pre_hook(drop_policy_grads) if mixed_policy_params else None
         try:
             yield
         finally:
+            if hook is not None:
+                hook.remove()
             for group, lr in zip(groups, saved_lrs, strict=True):
                 group["lr"] = lr
             for param, state in saved_state.items():
@@ -434,8 +486,71 @@ class PPOTrainer(OnlineRolloutTrainer):
                     inner.state[param] = state
 
     def _is_policy_group(self, group: dict) -> bool:
-        # DeepSpeed swaps `params` for flat partitions but keeps the tag; the ids cover a user-given optimizer
-        return group.get("ppomax_module") == "policy" or any(id(p) in self._policy_param_ids for p in group["params"])
+        """A group of policy parameters only; a group that mixes policy and critic is not one (it trains the critic)."""
+        # DeepSpeed swaps `params` for flat partitions but keeps the tag (`create_optimizer`, `_check_user_optimizer`)
+        if "ppomax_module" in group:
+            return group["ppomax_module"] == "policy"
+        return bool(group["params"]) and all(id(p) in self._policy_param_ids for p in group["params"])
+
+    def _check_user_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Check a user's `optimizers=(optimizer, ...)` against the critic before anything trains, and tag its groups.
+
+        - No trainable critic parameter in it: `ValueError`. The critic would never learn (the warm-up would spend its
+          steps doing nothing, and GAE would run on the initial values), and a user who built the optimizer before
+          the trainer usually cannot hold the critic: it is built inside (PPO-max: a copy of the reward model). The
+          fix is to pass `value_model` too, or to leave `optimizers` unset. Part of it only: a warning.
+        - Each group is tagged `ppomax_module` ("policy", "value_model" or "mixed"), like `create_optimizer`'s groups,
+          so that `_is_policy_group` survives DeepSpeed's flat partitions.
+        - A mixed group (one group over both models, the common `AdamW(params)`) is kept, not split: the optimizer, and
+          the scheduler built over its groups (`base_lrs`, `initial_lr`), belong to the user. `_critic_only_steps`
+          drops its policy gradients in the warm-up instead. DeepSpeed flattens a group into one partition, where the
+          policy's part cannot be told apart: refused there when a warm-up is to run.
+        """
+        policy_ids = {id(p) for p in self.policy_model.parameters()}
+        critic_ids = {id(p) for p in self.value_model.parameters()}
+        in_optimizer, mixed = set(), False
+        for group in optimizer.param_groups:
+            ids = {id(p) for p in group["params"]}
+            in_optimizer |= ids
+            has_policy, has_critic = bool(ids & policy_ids), bool(ids & critic_ids)
+            if has_policy or has_critic:
+                group["ppomax_module"] = (
+                    "mixed" if has_policy and has_critic else "policy" if has_policy else "value_model"
+                )
+            mixed |= has_policy and has_critic
+        trainable = [id(p) for p in self.value_model.parameters() if p.requires_grad]
+        held = sum(i in in_optimizer for i in trainable)
+        recipe = (
+            "Either leave `optimizers` unset (the default AdamW has separate policy and critic groups: "
+            "`learning_rate`, `value_learning_rate`, `optim`), or build the critic yourself and give it its own group: "
+            "`value_model = copy.deepcopy(reward_model)`; `optimizer = torch.optim.AdamW([{'params': "
+            "policy.parameters()}, {'params': value_model.parameters(), 'lr': 1e-5}])`; then pass "
+            "`value_model=value_model, optimizers=(optimizer, None)`."
+        )
+        if trainable and held == 0:
+            raise ValueError(
+                "The optimizer passed in `optimizers` holds none of the critic's trainable parameters, so the critic "
+                "would never learn (neither in the critic warm-up nor after it). The critic is "
+                "`trainer.model.value_model`; unless you pass `value_model`, the trainer builds it (PPO-max: a "
+                "trainable copy of the reward model, not the reward model itself; with `value_peft_config`, its "
+                f"adapter), so an optimizer built before the trainer cannot hold it. {recipe}"
+            )
+        if held < len(trainable):
+            warnings.warn(
+                f"The optimizer passed in `optimizers` holds only {held} of the critic's {len(trainable)} trainable "
+                "parameter tensors; the others never change. Freeze them (`requires_grad_(False)`) if that is meant. "
+                f"{recipe}",
+                UserWarning,
+                stacklevel=3,
+            )
+        if mixed and self.is_deepspeed_enabled and self._warmup_steps() > 0:
+            raise ValueError(
+                "The optimizer passed in `optimizers` has a parameter group holding both the policy and the critic. "
+                "DeepSpeed flattens each group into one partition, so the critic warm-up (`critic_warmup_steps`) cannot "
+                "step the critic alone. Put them in separate parameter groups: `torch.optim.AdamW([{'params': "
+                "policy.parameters()}, {'params': value_model.parameters()}])`, or leave `optimizers` unset, or set "
+                "`critic_warmup_steps=0`."
+            )
 
     def _loss_normalizers(
         self, response_mask: torch.Tensor, ptx_target_masks: list[torch.Tensor]
@@ -488,9 +603,11 @@ class PPOTrainer(OnlineRolloutTrainer):
         new_logprobs = _gather_response_logprobs(rollout_logits, responses, args.temperature)
         new_values = values[:num_rollout_rows, context - 1 : seq_len - 1].float()
 
+        # counts are per-process shares of the minibatch's; the count-free verl sum mode takes the process count
         aggregation = {
             "loss_agg_mode": args.loss_agg_mode, "num_tokens": mb_num_tokens, "num_sequences": mb_num_sequences,
             "norm_length": args.loss_agg_norm_length or args.response_length,
+            "num_processes": self.accelerator.num_processes,
         }  # fmt: skip
         pg_loss, pg_stats = ppo_policy_loss(
             new_logprobs, batch["logprobs"][inds], batch["advantages"][inds], mask,
@@ -569,15 +686,19 @@ class PPOTrainer(OnlineRolloutTrainer):
     ) -> None:
         args, mean = self.args, self._reduced_mean
         metrics = self._monitor_metrics(batch, start_time)
+        # NaN on a process whose returns do not vary: the mean is over the processes where it is defined, NaN if none
+        explained = pu.explained_variance(batch["values"], batch["returns"], batch["response_mask"]).float()
+        defined = ~explained.isnan()
+        explained_sum, explained_count = self.accelerator.reduce(
+            torch.stack([torch.where(defined, explained, 0.0), defined.float()]).to(args.device), "sum"
+        ).tolist()
         metrics.update({
             "objective/kl": mean(per_token_kl.sum(1)),
             "objective/non_score_reward": mean(non_score_rewards.sum(1)),
             "objective/rlhf_reward": mean(non_score_rewards.sum(1) + shaped_scores),
             "objective/scores": mean(shaped_scores),
             "objective/kl_coef": self.kl_ctl.value,
-            "val/explained_variance": mean(
-                pu.explained_variance(batch["values"], batch["returns"], batch["response_mask"])
-            ),
+            "val/explained_variance": explained_sum / explained_count if explained_count else math.nan,
             "ppomax/critic_warmup": float(is_warmup),
             "ppomax/critic_warmup_progress": min(self.critic_warmup_done + is_warmup, args.critic_warmup_steps)
             / max(args.critic_warmup_steps, 1),
@@ -588,6 +709,18 @@ class PPOTrainer(OnlineRolloutTrainer):
             metrics["ppomax/critic_warmup_value_loss"] = metrics["loss/value_avg"]
             metrics["ppomax/critic_warmup_explained_variance"] = metrics["val/explained_variance"]
         self._store_metrics(metrics)
+
+    # undefined (NaN) at updates whose returns do not vary, which is no error: averaged over the defined values only
+    _NAN_AWARE_METRICS = ("val/explained_variance", "ppomax/critic_warmup_explained_variance")
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Average the window's metrics as `OnlineRolloutTrainer.log` does, except that the explained variance is the
+        mean of the updates where it is defined, and NaN only when it is defined at none."""
+        for metrics in self._metrics.values():
+            for key in self._NAN_AWARE_METRICS:
+                if metrics.get(key):
+                    metrics[key] = [value for value in metrics[key] if not math.isnan(value)] or [math.nan]
+        super().log(logs, start_time)
 
     def _ppomax_state(self) -> dict[str, Any]:
         return {

@@ -536,9 +536,20 @@ def compute_decoupled_gae(
 
 
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`1 - Var[y - v] / Var[y]` over masked positions (population variances). NaN-free: 0 when `Var[y] = 0`."""
+    """Explained variance of the values v as predictors of the returns y (TRL 1.12's `val/explained_variance`):
+
+        EV = 1 - Var[y - v] / Var[y]    over the masked positions, population variances
+
+    `predictions` v, `targets` y and `mask` are `(B, T)`; the result is a 0-d tensor of y's dtype. EV is undefined,
+    NaN, when the returns do not vary: `Var[y] <= eps s^2`, with eps the dtype's machine epsilon and s the largest
+    |y| or |v| over the masked positions (equivalently: the returns' std is at most sqrt(eps) s, 3.5e-4 s in
+    float32). The scale includes v because returns are computed from the values (y = A + v): returns that are equal
+    in exact arithmetic (e.g. all-zero binary rewards with gamma = lam = 1) keep rounding noise of size eps |v|, whose
+    variance in the ratio would read as an EV of about -1e13. No valid position: NaN.
+    """
+    mask = mask.bool()
     var_targets = masked_var(targets, mask, unbiased=False)
     var_residual = masked_var(targets - predictions, mask, unbiased=False)
-    if var_targets <= 0:
-        return torch.zeros((), dtype=targets.dtype, device=targets.device)
-    return 1.0 - var_residual / var_targets
+    scale = torch.where(mask, torch.maximum(targets.abs(), predictions.abs()), 0).amax() if mask.numel() else 0
+    defined = var_targets > torch.finfo(targets.dtype).eps * scale**2
+    return torch.where(defined, 1.0 - var_residual / var_targets, torch.nan).to(targets.dtype)

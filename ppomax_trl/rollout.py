@@ -23,13 +23,15 @@ Underscore-prefixed `Trainer` methods used or overridden here, because no public
 `tests/test_ppo_trainer.py::test_private_trainer_hooks_keep_their_signature`): `_inner_training_loop` (the online loop
 replaces the supervised one), `_prepare_for_training` (optimizer, scheduler, DeepSpeed and `accelerator.prepare`),
 `_maybe_log_save_evaluate`, `_finalize_training`, `_load_callback_state`, `_save` (policy at the root, critic in
-`value_model/`), `_load_from_checkpoint`. Checkpoints are staged and renamed when complete by
-`checkpoints.AtomicCheckpointMixin`; `_save_extra_checkpoint_files` adds the running moments and algorithm state.
+`value_model/`), `_load_from_checkpoint`, `_load_best_model` (both models of the best checkpoint). Checkpoints are
+staged and renamed when complete by `checkpoints.AtomicCheckpointMixin`; `_save_extra_checkpoint_files` adds the
+running moments and algorithm state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import functools
 import inspect
@@ -314,7 +316,6 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         self.policy_model, self.value_model = model, value_model
 
         # ---- data
-        self._dataset_extra_columns: list[str] = []
         train_dataset = self._prepare_prompt_dataset(train_dataset, processing_class, args, "train")
         if eval_dataset is not None:
             eval_dataset = self._prepare_prompt_dataset(eval_dataset, processing_class, args, "eval")
@@ -449,11 +450,41 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
                 f"{lengths.index(max(lengths))}). Filter or shorten the prompts, or raise `max_prompt_length`."
             )
         self._check_context_length(lengths, args.response_length, split)
-        if split == "train":
-            # every other column reaches the reward functions, as in GRPO (which also keeps its own arguments out)
-            reserved = ("input_ids", "attention_mask", "prompt", "completion", "completion_ids")
-            self._dataset_extra_columns = [c for c in dataset.column_names if c not in reserved]
+        self._check_reward_context(dataset, tokenizer, args, split)
         return dataset
+
+    def _check_reward_context(self, dataset: Dataset, tokenizer, args: OnlineRolloutConfig, split: str) -> None:
+        """Early half of `_fit_reward_context`: with `reward_context_overflow='error'`, a prompt that alone is longer
+        than the context of a reward model that re-reads the text in its own tokens fails now, not at its first
+        rollout. (The completion's length in the model's tokens is known only once sampled: `_fit_reward_context`.)"""
+        readers = [(f"reward function `{name}`", model, tok) for name, model, tok in zip(
+            self.reward_func_names[self.reward_model is not None :], self.reward_funcs, self.reward_processing_classes,
+            strict=True,
+        ) if isinstance(model, nn.Module)]  # fmt: skip
+        if self.reward_model is not None and self.reward_processing_class is not None:
+            readers.append(("the reward model (`reward_model`)", self.reward_model, self.reward_processing_class))
+        readers = [(what, _max_positions(model), tok) for what, model, tok in readers if _max_positions(model)]
+        if args.reward_context_overflow != "error" or not readers:
+            return
+        if "prompt" in dataset.column_names:
+            prompts = list(dataset["prompt"])
+        else:
+            prompts = tokenizer.batch_decode(list(dataset["input_ids"]), skip_special_tokens=True)
+        for what, positions, rm_tok in readers:
+            if isinstance(prompts[0], list):
+                from trl.data_utils import apply_chat_template
+
+                texts = [apply_chat_template({"prompt": p}, rm_tok)["prompt"] for p in prompts]
+            else:
+                texts = prompts
+            lengths = [len(ids) for ids in rm_tok(texts, add_special_tokens=False)["input_ids"]]
+            too_long = [i for i, n in enumerate(lengths) if n > positions]
+            if too_long:
+                raise ValueError(
+                    f"{len(too_long)} {split} prompt(s) alone exceed the context of {what}: row {too_long[0]} is "
+                    f"{lengths[too_long[0]]} tokens in its tokenizer > max_position_embeddings={positions}. Filter or "
+                    "shorten the prompts, or set `reward_context_overflow='truncate_left'` to score the last positions."
+                )
 
     def _check_context_length(self, prompt_lengths: list[int], response_length: int, split: str) -> None:
         """Prompt + response must fit the positions of every model that reads the policy's ids: a longer sequence
@@ -463,11 +494,7 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             readers.append(("reward model", self.reward_model))
         limits = []
         for name, model in readers:
-            if model is None:
-                continue
-            config = _peft_base(getattr(model, "module", model)).config
-            config = config.get_text_config() if hasattr(config, "get_text_config") else config
-            positions = getattr(config, "max_position_embeddings", None)
+            positions = _max_positions(model)
             if positions:
                 limits.append((positions, name))
         if not limits:
@@ -951,7 +978,13 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             )
             for key, value in self._reward_func_stats(gathered).items():
                 self._metrics[mode][key].append(value)
-        return self._combine_rewards(rewards_per_func)
+        scores, failure = None, None
+        try:
+            scores = self._combine_rewards(rewards_per_func)
+        except ValueError as error:  # an overflowing weighted sum: every rank stops with it
+            failure = ", ".join(self.reward_func_names), error
+        self._raise_on_every_rank(failure)
+        return scores
 
     @torch.no_grad()
     def rewards_per_func(
@@ -975,7 +1008,7 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         num = batch["responses"].size(0)
         prompts, completions = self._decode_for_reward(rows, batch)
         completion_ids = [r[m].tolist() for r, m in zip(batch["responses"], batch["response_mask"], strict=True)]
-        columns = {key: [row[key] for row in rows] for key in self._dataset_extra_columns}
+        columns = _reward_columns(rows)
         kwargs = {
             **columns,
             "trainer_state": self.state,
@@ -990,36 +1023,84 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             self.reward_processing_classes
         )
         rewards = torch.full((num, len(sources)), math.nan, device=self.accelerator.device)  # (B, F)
+        # a failure is kept, not raised, until every source has run: a reward model sharded by ZeRO-3 gathers its
+        # weights in each forward, so every rank must reach every forward; then all ranks raise it together
+        failure: tuple[str, Exception] | None = None
         async_funcs = {}
         for i, (func, tokenizer) in enumerate(zip(sources, tokenizers, strict=True)):
-            if isinstance(func, nn.Module):
-                values = self._reward_model_scores(rows, batch, func, tokenizer).tolist()
-            elif _is_async_callable(func):
-                async_funcs[i] = func  # run together below, as GRPO runs them
-                continue
-            else:
-                values = func(**calls)
-            rewards[:, i] = self._reward_values(i, values, num)
+            name = self.reward_func_names[i]
+            try:
+                if isinstance(func, nn.Module) and func is self.reward_model and i == 0:
+                    values = self._reward_model_scores(rows, batch, prompts).tolist()  # the RewardTrainer read-out
+                elif isinstance(func, nn.Module):
+                    values = self._grpo_reward_model_scores(func, tokenizer, prompts, completions, name).tolist()
+                elif _is_async_callable(func):
+                    async_funcs[i] = func  # run together below, as GRPO runs them
+                    continue
+                else:
+                    values = func(**calls)
+                rewards[:, i] = self._reward_values(i, values, num, prompts)
+            except Exception as error:  # noqa: BLE001 (re-raised below, on every rank)
+                failure = failure or (name, error)
         if async_funcs:
-            outputs = _run_concurrently([func(**calls) for func in async_funcs.values()])
-            for i, values in zip(async_funcs, outputs, strict=True):
-                rewards[:, i] = self._reward_values(i, values, num)
-        self._flush_reward_metrics(mode)
-        self._last_extra_columns = dict(self._pending_extra_columns)
-
+            try:
+                outputs = _run_concurrently([func(**calls) for func in async_funcs.values()])
+                for i, values in zip(async_funcs, outputs, strict=True):
+                    rewards[:, i] = self._reward_values(i, values, num, prompts)
+            except Exception as error:  # noqa: BLE001 (re-raised below, on every rank)
+                failure = failure or (", ".join(self.reward_func_names[i] for i in async_funcs), error)
         unscored = rewards.isnan().all(dim=1).nonzero().flatten().tolist()
-        if unscored:
+        if unscored and failure is None:
             i = unscored[0]
             row = {"prompt": prompts[i], "completion": completions[i], **{k: v[i] for k, v in columns.items()}}
-            raise ValueError(
-                f"Rollout {i} at step {self.state.global_step + 1} has no score: every reward function "
-                f"({', '.join(self.reward_func_names)}) returned None for it ({row}); rollouts without a score: "
-                f"{unscored}. `None` means a function does not apply to a completion, so at least one must return a "
-                "number for every completion."
+            failure = (
+                ", ".join(self.reward_func_names),
+                ValueError(
+                    f"Rollout {i} at step {self.state.global_step + 1} has no score: every reward function "
+                    f"({', '.join(self.reward_func_names)}) returned None for it ({row}); rollouts without a score: "
+                    f"{unscored}. `None` means a function does not apply to a completion, so at least one must return a "
+                    "number for every completion."
+                ),
             )
+        self._raise_on_every_rank(failure)
+        self._flush_reward_metrics(mode)
+        self._last_extra_columns = dict(self._pending_extra_columns)
         return rewards
 
-    def _reward_values(self, index: int, values: Any, num_completions: int) -> torch.Tensor:
+    def _raise_on_every_rank(self, failure: tuple[str, Exception] | None) -> None:
+        """Raise a scoring failure on every process, not only where it happened (where the others would wait in
+        their next collective until it times out): one all-reduce of a flag, and on failure a gather of the messages.
+
+        One process: the error itself. Several: every rank raises the first failing rank's error type (a builtin
+        one; `RuntimeError` otherwise) with a message that names that rank and the reward function(s), chained to the
+        original on the rank where it happened.
+        """
+        if self.accelerator.num_processes == 1:
+            if failure is not None:
+                raise failure[1]
+            return
+        flag = torch.tensor([float(failure is not None)], device=self.accelerator.device)
+        if not self.accelerator.reduce(flag, "sum").item():
+            return
+        from accelerate.utils import gather_object
+
+        rank = self.accelerator.process_index
+        mine = [(rank, failure[0], type(failure[1]).__name__, str(failure[1]))] if failure is not None else []
+        reports = gather_object(mine)
+        first_rank, names, kind, message = reports[0]
+        error_type = getattr(builtins, kind, None)
+        if not (isinstance(error_type, type) and issubclass(error_type, Exception)):
+            error_type = RuntimeError
+        also = f" (also failed: rank(s) {[r[0] for r in reports[1:]]})" if len(reports) > 1 else ""
+        error = error_type(
+            f"Scoring failed on rank {first_rank} of {self.accelerator.num_processes} at step "
+            f"{self.state.global_step + 1}, reward function(s) {names}{also}: {kind}: {message}"
+        )
+        if failure is not None and first_rank == rank:
+            raise error from failure[1]
+        raise error
+
+    def _reward_values(self, index: int, values: Any, num_completions: int, prompts: list) -> torch.Tensor:
         """One reward function's output as a `(B,)` float tensor (NaN for `None`); non-finite numbers raise."""
         name = self.reward_func_names[index]
         rewards = torch.tensor(_checked_reward_values(name, values, num_completions), dtype=torch.float32)
@@ -1028,7 +1109,7 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         if bad:
             raise ValueError(
                 f"Non-finite reward scores at step {self.state.global_step + 1} for rollouts {bad} from reward "
-                f"function `{name}`: {rewards[bad].tolist()}. Check the reward model/functions (return None, not NaN, "
+                f"function `{name}`: {rewards[bad].tolist()} (prompt of rollout {bad[0]}: {prompts[bad[0]]!r}). Check the reward model/functions (return None, not NaN, "
                 "for a completion a function does not apply to); training on them would corrupt the running moments."
             )
         return rewards.to(self.accelerator.device)
@@ -1083,44 +1164,36 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             total, count = self.accelerator.gather(local).view(-1, 2).sum(dim=0).tolist()
             self._metrics[mode][name].append(total / count)
 
-    def _reward_model_scores(
-        self,
-        rows: list[dict],
-        batch: dict[str, torch.Tensor],
-        model: nn.Module | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-    ) -> torch.Tensor:
-        """A reward model's scalar per rollout `(B,)`, read where its own `forward` would read it.
+    def _reward_model_scores(self, rows: list[dict], batch: dict[str, torch.Tensor], prompts: list) -> torch.Tensor:
+        """The `reward_model` argument's scalar per rollout `(B,)`, read as TRL's `RewardTrainer` trained it.
 
-        `model` defaults to the `reward_model` argument with `reward_processing_class`. Without a tokenizer the model
-        reads the policy's ids; with one it re-reads the rollout in its own tokens (`_reward_model_inputs`), as every
-        reward model in `reward_funcs` does. The score is read at the last attended token that is not the RM's
+        Without `reward_processing_class` the model reads the policy's ids; with one it re-reads the rollout in its own
+        tokens (`_reward_model_sequences`). The score is read at the last attended token that is not the RM's
         `config.pad_token_id` (`pu.reward_readout_indices`): the stop token when pad != EOS, the token before the EOS
         when pad == EOS (how TRL's `RewardTrainer` leaves a tokenizer without a pad token), so the score comes from the
-        position the head was trained on.
+        position the head was trained on. Models in `reward_funcs` are scored as GRPO scores them instead
+        (`_grpo_reward_model_scores`).
         """
-        if model is None:
-            model, tokenizer = self.reward_model, self.reward_processing_class
-        # the transformers config, also under a DeepSpeed engine (whose own `config` is the DeepSpeed one)
-        rm_config = _peft_base(getattr(model, "module", model)).config
-        rm_config = rm_config.get_text_config() if hasattr(rm_config, "get_text_config") else rm_config
-        pad_id = getattr(rm_config, "pad_token_id", None)
+        model, tokenizer = self.reward_model, self.reward_processing_class
+        pad_id = getattr(_text_config(model), "pad_token_id", None)
         if pad_id is None:
             pad_id = (tokenizer or self.processing_class).pad_token_id
         if tokenizer is None:
             inputs = self._sequence_inputs(batch, slice(None))
             input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         else:
-            input_ids, attention_mask = self._reward_model_inputs(rows, batch, pad_id, tokenizer)
+            sequences = self._reward_model_sequences(rows, batch, tokenizer)
+            sequences = self._fit_reward_context(sequences, model, "the reward model (`reward_model`)", prompts)
+            input_ids, attention_mask = self._right_padded(sequences, 0 if pad_id is None else pad_id)
         with self.accelerator.autocast():  # the precision of training (bf16 runs)
             per_position = per_position_scores(model, input_ids, attention_mask)  # (B, S)
         readout = pu.reward_readout_indices(input_ids, attention_mask, pad_id)  # (B,)
         return per_position[torch.arange(per_position.size(0), device=per_position.device), readout].float()
 
-    def _reward_model_inputs(
-        self, rows: list[dict], batch: dict[str, torch.Tensor], pad_id: int | None, rm_tok: PreTrainedTokenizerBase
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded `(B, S)` ids and mask of prompt + response in the tokenizer of a reward model that has its own.
+    def _reward_model_sequences(
+        self, rows: list[dict], batch: dict[str, torch.Tensor], rm_tok: PreTrainedTokenizerBase
+    ) -> list[list[int]]:
+        """Prompt + response of every rollout in the tokens of a `reward_model` that has its own tokenizer.
 
         The RM sees what TRL's `RewardTrainer` trained it on. Conversational `prompt` rows: the RM's chat template over
         the prompt messages plus `{"role": "assistant", "content": completion}`; a response that did not stop leaves
@@ -1150,9 +1223,66 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
                 if stopped and rm_tok.eos_token is not None:
                     text += rm_tok.eos_token
                 ids = rm_tok(text)["input_ids"]
-            sequences.append(ids)
+            sequences.append(list(ids))
+        return sequences
+
+    def _grpo_reward_model_scores(
+        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list, completions: list, name: str
+    ) -> torch.Tensor:
+        """A reward model in `reward_funcs`, scored exactly as TRL 1.16's `GRPOTrainer._calculate_rewards` scores it:
+        `(B,)`.
+
+        Its input is the text the reward functions get: `prompt + completion` for text prompts, or TRL's
+        `apply_chat_template({"messages": prompt + completion})` (a closed conversation) for conversational ones, with
+        the completion decoded without special tokens (so no EOS, stopped or not); tokenized by the model's tokenizer
+        with `add_special_tokens=False`, right-padded with its pad token, and read by the model's own forward at
+        `logits[:, 0]` (the last token that is not the pad token, `config.pad_token_id` being set to the tokenizer's
+        at construction). No autocast: GRPO calls the model in its own dtype.
+        """
+        from trl.data_utils import apply_chat_template, is_conversational
+
+        if is_conversational({"prompt": prompts[0]}):
+            texts = [
+                apply_chat_template({"messages": p + c}, tokenizer)["text"]
+                for p, c in zip(prompts, completions, strict=True)
+            ]
+        else:
+            texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+        sequences = tokenizer(text=texts, add_special_tokens=False)["input_ids"]
+        sequences = self._fit_reward_context(sequences, model, f"reward function `{name}`", prompts)
+        input_ids, attention_mask = self._right_padded(sequences, tokenizer.pad_token_id)
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+
+    def _fit_reward_context(
+        self, sequences: list[list[int]], model: nn.Module, what: str, prompts: list
+    ) -> list[list[int]]:
+        """`sequences` checked against the reward model's `max_position_embeddings`: a longer one raises (naming the
+        model, rollout, length and prompt) or, with `reward_context_overflow='truncate_left'`, keeps its last positions
+        with one warning per run. RoPE models would extrapolate silently, learned-position models crash late."""
+        positions = _max_positions(model)
+        too_long = [i for i, ids in enumerate(sequences) if positions and len(ids) > positions]
+        if not too_long:
+            return sequences
+        i = too_long[0]
+        detail = (
+            f"rollout {i} at step {self.state.global_step + 1} is {len(sequences[i])} tokens for {what}, whose "
+            f"max_position_embeddings is {positions} (rollouts over it: {too_long}; prompt {str(prompts[i])[:200]!r})"
+        )
+        if self.args.reward_context_overflow == "error":
+            raise ValueError(
+                f"Prompt + completion does not fit a reward model's context: {detail}. Shorten the prompts "
+                "(`max_prompt_length`), lower `response_length`, or set `reward_context_overflow='truncate_left'` to "
+                "score the last positions."
+            )
+        if not getattr(self, "_warned_reward_truncation", False):
+            logger.warning(f"Truncating reward-model inputs from the left (reward_context_overflow): {detail}.")
+            self._warned_reward_truncation = True
+        return [ids[-positions:] if len(ids) > positions else ids for ids in sequences]
+
+    def _right_padded(self, sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(B, S)` ids right-padded with `pad_id` and their attention mask, on the device."""
         width = max(len(ids) for ids in sequences)
-        input_ids = torch.full((len(sequences), width), 0 if pad_id is None else pad_id, dtype=torch.long)
+        input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         for i, ids in enumerate(sequences):
             input_ids[i, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
@@ -1378,6 +1508,29 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         if wrapper.value_model is not None:
             _load_pretrained_weights(wrapper.value_model, os.path.join(resume_from_checkpoint, VALUE_MODEL_DIR))
 
+    def _load_best_model(self) -> None:
+        """`load_best_model_at_end`: the policy and critic (full weights or PEFT adapters) of the best checkpoint.
+
+        `Trainer._load_best_model` expects `self.model` to be a `PreTrainedModel` and would load the policy's
+        `model.safetensors` into the wrapper, where no key matches. This loads the checkpoint as resuming does: from
+        `save_pretrained` files through `_load_from_checkpoint`, or under DeepSpeed (ZeRO-3 parameters are partitioned)
+        from the engine's own `global_step*/` files, which hold the whole wrapper.
+        """
+        checkpoint = self.state.best_model_checkpoint
+        if not os.path.isdir(checkpoint):
+            logger.warning(
+                f"Could not find the best checkpoint {checkpoint}: the model stays as trained to the end. On several "
+                "nodes without a shared filesystem, set `save_on_each_node=True`."
+            )
+            return
+        logger.info(f"Loading best model from {checkpoint} (score: {self.state.best_metric}).")
+        if self.is_deepspeed_enabled:
+            from transformers.integrations.deepspeed import deepspeed_load_checkpoint
+
+            deepspeed_load_checkpoint(self.model_wrapped, checkpoint, load_module_strict=True)  # as resuming does
+        else:
+            self._load_from_checkpoint(checkpoint)
+
     def _save_extra_checkpoint_files(self, checkpoint_dir: str) -> None:
         """`ppomax_state.json` in the (staged) checkpoint, and the model card; `AtomicCheckpointMixin` calls it."""
         if self.args.should_save:
@@ -1447,6 +1600,26 @@ def _load_pretrained_weights(model: nn.Module, folder: str) -> None:
     tied |= {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:
         raise ValueError(f"Checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}.")
+
+
+def _text_config(model: nn.Module):
+    """The transformers text config of a model, also under PEFT or a DeepSpeed engine (whose `config` is its own)."""
+    config = _peft_base(getattr(model, "module", model)).config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _max_positions(model: nn.Module | None) -> int | None:
+    """A model's `max_position_embeddings` (the longest sequence it was built for), or `None` when unknown."""
+    if model is None:
+        return None
+    return getattr(_text_config(model), "max_position_embeddings", None) or None
+
+
+def _reward_columns(rows: list[dict]) -> dict[str, list]:
+    """The dataset columns a reward function gets, one list per column, from the batch's own rows (train or eval, as
+    GRPO passes each batch's columns): every column but the prompt ids and GRPO's own argument names."""
+    reserved = ("input_ids", "attention_mask", "prompt", "completion", "completion_ids")
+    return {key: [row[key] for row in rows] for key in rows[0] if key not in reserved} if rows else {}
 
 
 def _checked_reward_values(name: str, values: Any, num_completions: int) -> list[float]:

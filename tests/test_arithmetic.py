@@ -66,6 +66,55 @@ def test_exact_match_reward_reads_the_last_number_of_text_or_messages():
         exact_match_reward(None, completions, [36])
 
 
+@pytest.mark.parametrize(
+    "completion, answer, score",
+    [
+        # the normal cases: the last number, as a number, in text or as an assistant message
+        ("68", 68, 1.0),
+        ("The answer is 68.", 68, 1.0),
+        ("23 + 45 = 68", 68, 1.0),
+        ([{"role": "assistant", "content": "**68**"}], 68, 1.0),
+        ("68.0", 68, 1.0),
+        ("68 or 69", 68, 0.0),
+        ("sixty-eight", 68, 0.0),
+        ("", 68, 0.0),
+        ("it is -7", -7, 1.0),
+        ("10-3", 3, 1.0),  # a dash after a digit is subtraction, not a sign
+        ("Answer: .5", 0.5, 1.0),
+        # thousands separators: "1,068" is one number, 1068, never 68 or 1
+        ("1,068", 1068, 1.0),
+        ("1,068", 68, 0.0),
+        ("1,068", 1, 0.0),
+        ("The total is 12,345,678.5", 12345678.5, 1.0),
+        ("1,06", 6, 0.0),  # not a valid grouping: no number, not its tail
+        ("1,06", 106, 0.0),
+        ("68, 69", 69, 1.0),  # a comma then a space separates two numbers
+        # the Unicode minus sign (U+2212) is a minus sign
+        ("\u221268", -68, 1.0),
+        ("\u221268", 68, 0.0),
+        ("x = \u22123.5", -3.5, 1.0),
+        # no partial match inside a longer run: "1068" holds no 68, "1e2" no 2, "68.5" no 5
+        ("1068", 68, 0.0),
+        ("1e2", 2, 0.0),
+        ("1e2", 100, 0.0),  # no scientific notation
+        ("1e-2", 2, 0.0),
+        ("1e-2", -2, 0.0),
+        ("42nd", 42, 0.0),
+        ("68.5", 5, 0.0),
+        ("v1.2.3", 3, 0.0),
+        ("68 then 1e2", 68, 0.0),  # the last number-like run is malformed: no final answer
+        ("68 with SmolLM2", 68, 1.0),  # a run that starts with a letter is a word, not a number
+        # ASCII digits only: fullwidth and Arabic-Indic digits are not digits
+        ("\uff16\uff18", 68, 0.0),
+        ("\u0666\u0668", 68, 0.0),
+        ("6\u0668", 6, 0.0),
+        ("6\u0668", 68, 0.0),
+    ],
+)
+def test_exact_match_reward_parses_numbers_like_a_grader(completion, answer, score):
+    assert exact_match_reward(None, [completion], [answer]) == [score]
+
+
 def _train_logs(output_dir) -> list[dict]:
     return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
 

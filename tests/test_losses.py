@@ -143,7 +143,7 @@ def test_ppo_policy_loss_num_tokens_over_micro_batches():
 # Options of current PPO stacks: clip-higher, dual clip, loss aggregation modes (verl's names)
 # ---------------------------------------------------------------------------------------------------------------------
 def naive_aggregate(per_row_losses, mode, num_tokens=None, num_sequences=None, norm_length=None):
-    """`per_row_losses`: one list of valid-token losses per row; the four verl modes written out."""
+    """`per_row_losses`: one list of valid-token losses per row; verl's four modes and Dr. GRPO's written out."""
     rows = [row for row in per_row_losses if row]  # an empty row counts as no sequence
     n = sum(len(row) for row in rows) if num_tokens is None else num_tokens
     s = len(rows) if num_sequences is None else num_sequences
@@ -153,6 +153,9 @@ def naive_aggregate(per_row_losses, mode, num_tokens=None, num_sequences=None, n
         return sum(sum(row) / len(row) for row in rows) / s
     if mode == "seq-mean-token-sum":
         return sum(sum(row) for row in rows) / s
+    if mode == "seq-mean-token-sum-norm":  # verl: the token sum over the horizon alone, no sequence count
+        return sum(sum(row) for row in rows) / norm_length
+    assert mode == "dr-grpo", mode  # TRL's dr_grpo: the token sum over sequences x horizon
     return sum(sum(row) for row in rows) / (s * norm_length)
 
 
@@ -226,11 +229,14 @@ def test_aggregate_loss_hand_example():
         "token-mean": 8 / 4,  # (2 + 6) / 4 tokens
         "seq-mean-token-mean": (2 + 2) / 2,  # row means 2 and 2, over 2 sequences
         "seq-mean-token-sum": (2 + 6) / 2,
-        "seq-mean-token-sum-norm": (2 + 6) / (2 * 5),  # C = 5
+        "seq-mean-token-sum-norm": (2 + 6) / 5,  # verl: C = 5, no sequence count
+        "dr-grpo": (2 + 6) / (2 * 5),  # S = 2 sequences, C = 5
     }
     for mode, value in expected.items():
         assert aggregate_loss(per_token, mask, mode=mode, norm_length=5).item() == pytest.approx(value), mode
-    assert aggregate_loss(per_token, mask, mode="seq-mean-token-sum-norm").item() == pytest.approx(8 / (2 * 3))
+    # C defaults to the padded width T = 3
+    assert aggregate_loss(per_token, mask, mode="seq-mean-token-sum-norm").item() == pytest.approx(8 / 3)
+    assert aggregate_loss(per_token, mask, mode="dr-grpo").item() == pytest.approx(8 / (2 * 3))
     with pytest.raises(ValueError, match="loss aggregation mode"):
         aggregate_loss(per_token, mask, mode="sum")
 
@@ -249,6 +255,52 @@ def test_aggregate_loss_is_additive_over_micro_batches(mode):
         for rows in (slice(0, 2), slice(2, 5), slice(5, 7))
     ]  # fmt: skip
     assert_close(sum(parts), full)
+
+
+def verl_agg_loss_seq_mean_token_sum_norm(loss_mat, loss_mask, loss_scale_factor=None):
+    """verl's `agg_loss(..., loss_agg_mode="seq-mean-token-sum-norm")` (verl/trainer/ppo/core_algos.py), written out:
+    the token sums of the rows, summed, over `loss_scale_factor` (default the padded width)."""
+    seq_losses = [
+        sum(loss_mat[b, t].item() for t in range(loss_mat.size(1)) if loss_mask[b, t]) for b in range(len(loss_mat))
+    ]
+    return sum(seq_losses) / (loss_mask.size(-1) if loss_scale_factor is None else loss_scale_factor)
+
+
+@pytest.mark.parametrize("norm_length", [None, 11])
+def test_seq_mean_token_sum_norm_is_verls_and_dr_grpo_is_it_over_the_sequence_count(norm_length):
+    """`seq-mean-token-sum-norm` is verl's `agg_loss` on the whole minibatch; `dr-grpo` (TRL's `dr_grpo`) is it divided
+    by the number of sequences S, i.e. verl's normaliser is S times smaller."""
+    generator = torch.Generator().manual_seed(8)
+    per_token = torch.randn(6, 7, generator=generator, dtype=DTYPE)
+    mask = torch.arange(7).unsqueeze(0) < torch.tensor([3, 7, 0, 1, 5, 2]).unsqueeze(1)  # one empty row: S = 5
+    verl = verl_agg_loss_seq_mean_token_sum_norm(per_token, mask, norm_length)
+    loss = aggregate_loss(per_token, mask, mode="seq-mean-token-sum-norm", norm_length=norm_length)
+    assert loss.item() == pytest.approx(verl, rel=1e-12)
+    dr_grpo = aggregate_loss(per_token, mask, mode="dr-grpo", norm_length=norm_length)
+    assert dr_grpo.item() == pytest.approx(verl / 5, rel=1e-12)
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+@pytest.mark.parametrize("num_processes", [1, 2, 3])
+def test_aggregate_loss_is_invariant_to_process_sharding(mode, num_processes):
+    """The trainer's convention: each of P processes gets the minibatch's counts divided by P and sums its
+    micro-batch losses; DDP then averages over processes. The average must be the minibatch's loss in every mode."""
+    generator = torch.Generator().manual_seed(9)
+    per_token = torch.randn(6, 5, generator=generator, dtype=DTYPE)
+    mask = torch.arange(5).unsqueeze(0) < torch.tensor([1, 5, 3, 0, 2, 4]).unsqueeze(1)
+    full = aggregate_loss(per_token, mask, mode=mode, norm_length=7)
+    num_tokens = mask.sum() / num_processes
+    num_sequences = (mask.sum(-1) > 0).sum() / num_processes
+    shards = torch.arange(6).tensor_split(num_processes)
+    per_process = [
+        sum(
+            aggregate_loss(per_token[rows], mask[rows], mode=mode, num_tokens=num_tokens, num_sequences=num_sequences,
+                           norm_length=7, num_processes=num_processes)
+            for rows in shard.tensor_split(2)  # two micro-batches per process
+        )
+        for shard in shards
+    ]  # fmt: skip
+    assert_close(sum(per_process) / num_processes, full)
 
 
 @pytest.mark.parametrize("mode", LOSS_AGG_MODES)

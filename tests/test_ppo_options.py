@@ -15,6 +15,8 @@
 (exact advantages and value targets against the naive GAE loop; different trained weights for the loss options), the
 defaults are TRL 1.12's update bit for bit, and the critic starts from a saved one."""
 
+import math
+
 import pytest
 import torch
 from conftest import common_args
@@ -24,6 +26,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForSequenceClassification
 
 from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
+from ppomax_trl.rollout import _score_head
 from ppomax_trl.tiny import tiny_causal_lm, tiny_reward_model
 
 
@@ -145,8 +148,16 @@ def test_length_adaptive_lam_sets_one_lambda_per_response(baseline, tmp_path, to
         {"loss_agg_mode": "seq-mean-token-mean"},
         {"loss_agg_mode": "seq-mean-token-sum"},
         {"loss_agg_mode": "seq-mean-token-sum-norm", "loss_agg_norm_length": 3},
+        {"loss_agg_mode": "dr-grpo", "loss_agg_norm_length": 3},
     ],
-    ids=["clip_higher", "dual_clip", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm"],
+    ids=[
+        "clip_higher",
+        "dual_clip",
+        "seq_mean_token_mean",
+        "seq_mean_token_sum",
+        "seq_mean_token_sum_norm",
+        "dr_grpo",
+    ],
 )
 def test_loss_options_change_the_policy_update(options, tmp_path, tokenizer, prompt_dataset):
     """Against the same run with the option off (same rollout, same seed): the policy moves differently, the critic
@@ -185,6 +196,41 @@ def test_critic_warmup_lam_fits_monte_carlo_returns_then_hands_over(tmp_path, to
     assert [("ppomax/critic_warmup_value_loss" in entry) for entry in logs] == [True, False]
     assert logs[0]["ppomax/critic_warmup_value_loss"] == logs[0]["loss/value_avg"]
     assert logs[0]["ppomax/critic_warmup_explained_variance"] == logs[0]["val/explained_variance"]
+
+
+def test_explained_variance_is_nan_when_every_return_is_equal(tmp_path, tokenizer, prompt_dataset):
+    """Binary rewards that are all 0, no KL penalty, gamma = lam = 1: every return is 0 in exact arithmetic (GAE's
+    V + (0 - V) telescoped leaves rounding noise only), so the explained variance is undefined and logged as NaN."""
+    trainer = build(tmp_path, tokenizer, prompt_dataset, gamma=1.0, lam=1.0, kl_coef=0.0)
+    head = _score_head(trainer.reward_model)
+    with torch.no_grad():
+        for param in head.parameters():
+            param.zero_()
+    calls = record_advantages(trainer)
+    trainer.train()
+    (call,) = calls
+    mask = call["batch"]["response_mask"]
+    assert (call["rewards"][mask] == 0).all()
+    logged = [entry["val/explained_variance"] for entry in trainer.state.log_history if "loss/value_avg" in entry]
+    assert logged and all(math.isnan(value) for value in logged)
+
+
+def test_explained_variance_window_mean_skips_undefined_updates(tmp_path, tokenizer, prompt_dataset):
+    """A logging window averages the explained variance over the updates where it is defined; NaN only if none is.
+    Other metrics keep the plain mean."""
+    trainer = build(tmp_path, tokenizer, prompt_dataset)
+    metrics = trainer._metrics["train"]
+    metrics["val/explained_variance"] = [math.nan, 0.5, 0.25]
+    metrics["ppomax/critic_warmup_explained_variance"] = [math.nan, -0.5]
+    metrics["loss/value_avg"] = [1.0, 2.0]
+    trainer.log({})
+    last = trainer.state.log_history[-1]
+    assert last["val/explained_variance"] == 0.375
+    assert last["ppomax/critic_warmup_explained_variance"] == -0.5
+    assert last["loss/value_avg"] == 1.5
+    metrics["val/explained_variance"] = [math.nan, math.nan]
+    trainer.log({})
+    assert math.isnan(trainer.state.log_history[-1]["val/explained_variance"])
 
 
 def test_critic_starts_from_a_saved_critic(tmp_path, tokenizer, prompt_dataset):

@@ -520,6 +520,7 @@ def test_lora_policy_uses_disabled_adapter_as_reference(tmp_path, tokenizer, mod
         ("_save", ["output_dir", "state_dict"]),
         ("_save_checkpoint", ["model", "trial"]),
         ("_load_from_checkpoint", ["resume_from_checkpoint", "model"]),
+        ("_load_best_model", []),
     ],
 )  # fmt: skip
 def test_private_trainer_hooks_keep_their_signature(method, params):

@@ -794,9 +794,54 @@ def test_explained_variance_matches_numpy():
     assert_close(result, torch.tensor(expected, dtype=DTYPE))
     assert 0.0 < result.item() < 1.0
     assert explained_variance(targets, targets, mask).item() == pytest.approx(1.0)
-    # constant targets: 0, not NaN
-    constant = torch.full((6, 8), 3.0, dtype=DTYPE)
-    assert explained_variance(predictions, constant, mask).item() == 0.0
+
+
+def naive_explained_variance(predictions, targets, mask):
+    """Loop twin: 1 - Var[y - v] / Var[y] over the masked positions, population variances, in Python floats."""
+    pairs = [(predictions[i, j].item(), targets[i, j].item()) for i in range(mask.size(0)) for j in range(mask.size(1))
+             if mask[i, j]]  # fmt: skip
+
+    def var(xs):
+        mean = sum(xs) / len(xs)
+        return sum((x - mean) ** 2 for x in xs) / len(xs)
+
+    return 1.0 - var([y - v for v, y in pairs]) / var([y for _, y in pairs])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_explained_variance_matches_a_loop_and_is_nan_without_return_variance(dtype):
+    generator = torch.Generator().manual_seed(12)
+    values = torch.randn(4, 7, generator=generator, dtype=dtype)
+    returns = values + 0.3 * torch.randn(4, 7, generator=generator, dtype=dtype)
+    mask = torch.arange(7).unsqueeze(0) < torch.tensor([7, 2, 5, 1]).unsqueeze(1)
+    result = explained_variance(values, returns, mask)
+    assert result.dtype == dtype
+    assert result.item() == pytest.approx(naive_explained_variance(values, returns, mask), rel=1e-5, abs=1e-6)
+    # every return equal (binary rewards, all 0): undefined, NaN, however good or bad the values
+    for level in (0.0, 1.0, -3.5):
+        equal = torch.full_like(returns, level)
+        assert math.isnan(explained_variance(values, equal, mask).item())
+        assert math.isnan(explained_variance(equal, equal, mask).item())
+    # equal up to rounding: with gamma = lam = 1 and zero rewards, GAE's returns are V + (0 - V) telescoped, which
+    # leaves rounding noise of the size of eps |V|, not a variance (it used to give about -1e13)
+    rewards = torch.zeros_like(values)
+    advantages = torch.zeros_like(values)
+    last = torch.zeros(4, dtype=dtype)
+    for t in reversed(range(7)):
+        next_value = values[:, t + 1] if t + 1 < 7 else torch.zeros(4, dtype=dtype)
+        last = rewards[:, t] + next_value - values[:, t] + last
+        advantages[:, t] = last
+    noisy = advantages + values
+    full = torch.ones_like(mask)
+    assert 0 < noisy.var().item()  # not exactly equal: the tolerance is what makes it NaN
+    assert math.isnan(explained_variance(values, noisy, full).item())
+    # a small but real spread of the returns (std 1e-2 of their scale) is well defined
+    spread = 1.0 + 1e-2 * torch.randn(4, 7, generator=generator, dtype=dtype)
+    assert explained_variance(values, spread, mask).item() == pytest.approx(
+        naive_explained_variance(values, spread, mask), rel=1e-4
+    )
+    # no valid position: NaN
+    assert math.isnan(explained_variance(values, returns, torch.zeros_like(mask)).item())
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import torch
 from conftest import PROMPTS, common_args, eos_biased
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification
+from trl.data_utils import apply_chat_template, is_conversational
 
 from ppomax_trl import OnlineUNAConfig, OnlineUNATrainer, PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
 from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
@@ -38,7 +39,7 @@ DATASET = Dataset.from_dict({
     "task": ["math" if i % 2 else "chat" for i in range(len(PROMPTS))],
     "value": [float(i) for i in range(len(PROMPTS))],
 })  # fmt: skip
-CONFIG_FIELDS = {"reward_weights", "total_episodes", "per_device_train_batch_size"}
+CONFIG_FIELDS = {"reward_weights", "total_episodes", "per_device_train_batch_size", "reward_context_overflow"}
 
 
 def build(kind, tmp_path, tokenizer, *, reward_model=None, dataset=DATASET, eval_dataset=None, **kwargs):
@@ -108,19 +109,26 @@ def saved_reward_model(folder, tokenizer, seed: int):
     return AutoModelForSequenceClassification.from_pretrained(folder)
 
 
-def cross_tokenizer_scores(reward_model, rm_tok, tokenizer, batch) -> torch.Tensor:
-    """What a reward model with its own tokenizer reads (tests/test_rollout_semantics.py pins it): the policy text
-    with its special tokens, the stop token swapped for the RM's EOS, tokenized by the RM's tokenizer; one unpadded
-    forward per rollout, so the model's own pooling picks the position."""
-    scores = []
-    for i in range(batch["responses"].size(0)):
-        response = batch["responses"][i][batch["response_mask"][i]]
-        if batch["stopped"][i]:
-            response = response[:-1]
-        text = tokenizer.decode(torch.cat([batch["queries"][i][batch["query_mask"][i].bool()], response]))
-        text += rm_tok.eos_token if batch["stopped"][i] else ""
-        scores.append(reward_model(**rm_tok(text, return_tensors="pt")).logits[0, 0])
-    return torch.stack(scores)
+def grpo_reward_model_scores(reward_model, rm_tok, prompts, completions) -> torch.Tensor:
+    """TRL 1.16 `GRPOTrainer._calculate_rewards`, its reward-model branch, transcribed: prompt + completion text (or
+    the chat template over the closed conversation), no special tokens added, right padding, `logits[:, 0]`."""
+    if is_conversational({"prompt": prompts[0]}):
+        messages = [{"messages": p + c} for p, c in zip(prompts, completions, strict=True)]
+        texts = [apply_chat_template(x, rm_tok)["text"] for x in messages]
+    else:
+        texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+    inputs = rm_tok(text=texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
+    return reward_model(**inputs).logits[:, 0]
+
+
+def grpo_inputs(rows, batch, tokenizer) -> tuple[list, list]:
+    """What GRPO hands its reward functions for these rollouts: the dataset prompts and the completions decoded
+    without special tokens (as assistant messages for conversational prompts)."""
+    prompts = [row["prompt"] for row in rows]
+    completions = [tokenizer.decode(ids, skip_special_tokens=True) for ids in sampled_ids(batch)]
+    if isinstance(prompts[0], list):
+        completions = [[{"role": "assistant", "content": c}] for c in completions]
+    return prompts, completions
 
 
 def same_tokenizer_scores(reward_model, batch) -> torch.Tensor:
@@ -381,7 +389,7 @@ def test_reward_models_and_functions_mixed(tmp_path, tokenizer, kind):
     assert batch["stopped"].any() and not batch["stopped"].all()
     with torch.no_grad():
         own = same_tokenizer_scores(own_rm, batch)
-        cross = cross_tokenizer_scores(cross_rm, rm_tok, tokenizer, batch)
+        cross = grpo_reward_model_scores(cross_rm, rm_tok, *grpo_inputs(rows, batch, tokenizer))
     per_func = trainer.rewards_per_func(rows, batch)
     torch.testing.assert_close(per_func, torch.stack([own, cross, lengths_of(batch)], dim=1), rtol=1e-5, atol=1e-5)
     expected = 0.5 * own - 2.0 * cross + 0.25 * lengths_of(batch)
@@ -405,7 +413,9 @@ def test_reward_processing_classes_give_a_model_its_tokenizer(tmp_path, tokenize
     assert cross_rm.config.pad_token_id == rm_tok.eos_token_id
     rows, batch = sample_all_rows(trainer)
     with torch.no_grad():
-        expected = cross_tokenizer_scores(cross_rm, rm_tok, tokenizer, batch)
+        expected = grpo_reward_model_scores(
+            cross_rm, trainer.reward_processing_classes[1], *grpo_inputs(rows, batch, tokenizer)
+        )
     values = torch.tensor(DATASET["value"], dtype=torch.float32)
     torch.testing.assert_close(trainer.score(rows, batch), values + expected, rtol=1e-5, atol=1e-5)
 
@@ -418,23 +428,33 @@ def test_a_reward_model_path_in_reward_funcs_loads_model_and_tokenizer(tmp_path,
     assert loaded.config.num_labels == 1
     rows, batch = sample_all_rows(trainer)
     with torch.no_grad():
-        expected = cross_tokenizer_scores(loaded, trainer.reward_processing_classes[0], tokenizer, batch)
+        expected = grpo_reward_model_scores(
+            loaded, trainer.reward_processing_classes[0], *grpo_inputs(rows, batch, tokenizer)
+        )
     values = torch.tensor(DATASET["value"], dtype=torch.float32)
     torch.testing.assert_close(trainer.score(rows, batch), expected + values, rtol=1e-5, atol=1e-5)
 
 
-def test_a_reward_model_in_reward_funcs_reads_as_the_reward_model_argument_does(tmp_path, tokenizer):
-    """Conversational prompts: the model in `reward_funcs` re-reads prompt + completion through its own chat template,
-    exactly as the `reward_model` argument with a `reward_processing_class` does (pinned in test_rollout_semantics)."""
+@pytest.mark.parametrize("conversational", [False, True], ids=["text", "chat"])
+def test_reward_funcs_models_score_as_grpo_and_the_reward_model_argument_as_reward_trainer(
+    tmp_path, tokenizer, conversational
+):
+    """One rule (README, reward-function contract): a model in `reward_funcs` is scored exactly as TRL 1.16's GRPO
+    scores it, stopped completions and not; the `reward_model` argument keeps the `RewardTrainer` read-out (its
+    tokens pinned in test_rollout_semantics), which differs from GRPO's on these rollouts."""
     rm_tok = build_tiny_tokenizer(RM_TEXTS, vocab_size=300)
     cross_rm = saved_reward_model(tmp_path / "rm", rm_tok, seed=7)
-    dataset = DATASET.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
+    dataset = DATASET.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]}) if conversational \
+        else DATASET  # fmt: skip
     as_func = build("una", tmp_path, tokenizer, dataset=dataset, reward_funcs=cross_rm)
     as_argument = build("una", tmp_path, tokenizer, dataset=dataset, reward_model=cross_rm,
                         reward_processing_class=rm_tok)  # fmt: skip
     rows, batch = sample_all_rows(as_func)
     assert batch["stopped"].any() and not batch["stopped"].all()
-    torch.testing.assert_close(as_func.score(rows, batch), as_argument.score(rows, batch))
+    with torch.no_grad():
+        grpo = grpo_reward_model_scores(cross_rm, rm_tok, *grpo_inputs(rows, batch, tokenizer))
+    torch.testing.assert_close(as_func.score(rows, batch), grpo, rtol=1e-6, atol=1e-6)
+    assert ((as_argument.score(rows, batch) - grpo).abs() > 1e-4).any()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -477,3 +497,30 @@ def test_per_function_rewards_are_logged_as_grpo_logs_them(tmp_path, tokenizer, 
 def test_a_repeated_name_gets_a_suffix(tmp_path, tokenizer):
     trainer = build("ppo", tmp_path, tokenizer, reward_funcs=[length_reward, length_reward])
     assert trainer.reward_func_names == ["length_reward", "length_reward_2"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation: each batch's own columns
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_reward_functions_get_each_batchs_own_columns_in_evaluation(tmp_path, tokenizer, kind):
+    """As GRPO passes each batch's columns: an eval set without a train column (`task`, `value`) evaluates, samples
+    and logs completions, and a column only the eval set has (`difficulty`) reaches the functions."""
+    calls = []
+
+    def column_reward(prompts, completions, completion_ids, trainer_state, log_extra, log_metric, **columns):
+        calls.append({"prompts": list(prompts), **columns})
+        return [float(len(ids)) for ids in completion_ids]
+
+    eval_set = Dataset.from_dict({"prompt": PROMPTS[:4], "difficulty": [10, 11, 12, 13]})
+    trainer = build(kind, tmp_path, tokenizer, reward_funcs=column_reward, eval_dataset=eval_set)
+    trainer.evaluate()
+    trainer.generate_completions()
+    assert len(calls) >= 2
+    for call in calls:
+        assert set(call) == {"prompts", "difficulty"}
+        assert call["difficulty"] == [10 + PROMPTS.index(p) for p in call["prompts"]]
+    calls.clear()
+    rows, batch = sample_all_rows(trainer)
+    trainer.rewards_per_func(rows, batch)
+    assert set(calls[0]) == {"prompts", "task", "value"} and calls[0]["value"] == DATASET["value"]
