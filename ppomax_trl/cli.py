@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
+from .extras import MissingExtrasError, require_recipe_extras
 from .recipes import (
     RECIPES,
     accelerate_config_names,
@@ -26,6 +28,7 @@ from .recipes import (
     package_dir,
     resolve_accelerate_config,
     resolve_config_argument,
+    unknown_flags_message,
 )
 
 
@@ -64,6 +67,18 @@ def _add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--main_process_port", type=int, default=None, help="Port of the main process (two jobs on one machine)."
     )
+
+
+def unknown_recipe_flags(command: str, recipe_args: list[str]) -> str:
+    """What `unknown_flags_message` says of `recipe_args` (flags and `--config` keys) against the recipe's own parser
+    and the launcher's flags; empty when every one is known."""
+    import importlib
+
+    parser = importlib.import_module(f"ppomax_trl.recipes.{RECIPES[command].module}").make_parser()
+    launcher = argparse.ArgumentParser(add_help=False)
+    _add_launcher_arguments(launcher)
+    launcher_flags = [flag for action in launcher._actions for flag in action.option_strings]
+    return unknown_flags_message(parser, resolve_config_argument(recipe_args), launcher_flags)
 
 
 def print_recipe_help(command: str) -> None:
@@ -108,6 +123,25 @@ def import_function(path: str):
     return getattr(importlib.import_module(module_name), name)
 
 
+def plot_run(path: str, output: str | None) -> int:
+    """`ppomax-trl plot`: 0 when the PNG is written; 2, as for a usage error, when there is no log history to plot
+    (the message says where it looked); 1 without matplotlib."""
+    from .plots import load_log_history, plot_monitors
+
+    try:
+        source, log_history = load_log_history(path)
+        output = Path(output or (Path(path) if Path(path).is_dir() else Path(path).parent) / "monitors.png")
+        panels = plot_monitors(log_history, output, title=str(source))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"ppomax-trl plot: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        print(f"ppomax-trl plot: error: {error}", file=sys.stderr)
+        return 1
+    print(f"Wrote {output} ({'; '.join(panels)}) from {source}.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ppomax-trl", description="PPO and PPO-max on current TRL.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     quickstart.add_argument("--report_to", default="none", help="`none`, or `wandb` (works with WANDB_MODE=offline).")
     quickstart.add_argument("--learning_rate", type=float, default=5e-5, help="Policy learning rate (critic: 3x).")
     commands.add_parser("recipes", help="List the packaged recipes, example configs and accelerate configs (paths).")
+    plot = commands.add_parser(
+        "plot", help="Draw a run's monitors.png (reward, KL, value loss, clip fraction, ...) from its log history."
+    )
+    plot.add_argument(
+        "path",
+        help="An output_dir or checkpoint folder (its log_history.json(l) or trainer_state.json, else the newest "
+        "checkpoint's), or one of those files.",
+    )
+    plot.add_argument("--output", default=None, help="The PNG to write (default: monitors.png in the folder).")
     for command, recipe in RECIPES.items():
         launcher = commands.add_parser(
             command,
@@ -143,9 +186,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         module = RECIPES[args.command].module
         cmd = launch_command(module, args.accelerate_config, args.num_processes, recipe_args, args.main_process_port)
+        message = unknown_recipe_flags(args.command, recipe_args)
+        if message:  # one line, before anything is launched (not a traceback per process)
+            print(f"ppomax-trl {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        try:
+            require_recipe_extras(args.command, cmd)  # wandb, deepspeed, SmolLM2 assets: all missing ones, now
+        except MissingExtrasError as error:
+            raise SystemExit(str(error)) from None
         return subprocess.run(cmd, check=False).returncode
     if recipe_args:
         parser.error(f"unrecognized arguments: {' '.join(recipe_args)}")
+    if args.command == "plot":
+        return plot_run(args.path, args.output)
     if args.command == "recipes":
         print_recipes()
         return 0
@@ -157,9 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "quickstart":
         from .quickstart import run_quickstart
 
-        run_quickstart(
-            args.output_dir, args.num_updates, args.seed, args.model_dir, args.report_to, args.learning_rate
-        )
+        try:
+            run_quickstart(
+                args.output_dir, args.num_updates, args.seed, args.model_dir, args.report_to, args.learning_rate
+            )
+        except MissingExtrasError as error:  # raised before anything is loaded
+            raise SystemExit(str(error)) from None
         return 0
     return 2
 

@@ -11,19 +11,63 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Small model utilities shared by the trainers: freezing, dropout, copies that survive DeepSpeed ZeRO-3, and a
-padded copy of a tokenizer without a pad token."""
+"""Small model utilities shared by the trainers: loading a policy and its tokenizer by name, freezing, dropout, copies
+that survive DeepSpeed ZeRO-3, and a padded copy of a tokenizer without a pad token."""
 
 from __future__ import annotations
 
 import copy
+import os
+from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 
 
 logger = logging.get_logger(__name__)
+
+
+_DTYPE_NAMES = ("bfloat16", "float16", "float32")
+
+
+def causal_lm_from_path(
+    model_id: str | os.PathLike, model_init_kwargs: dict[str, Any] | None, trainer_name: str
+) -> nn.Module:
+    """`AutoModelForCausalLM.from_pretrained(model_id, **model_init_kwargs)`, with `dtype` as TRL's
+    `create_model_from_path` reads it (GRPO, DPO): float32 when not given (transformers 5 would keep the checkpoint's
+    dtype), else a `torch.dtype`, `"auto"` (the checkpoint's), `None` or one of "bfloat16", "float16", "float32"."""
+    kwargs = dict(model_init_kwargs or {})
+    dtype = kwargs.get("dtype", "float32")
+    if isinstance(dtype, str) and dtype != "auto":
+        if dtype not in _DTYPE_NAMES:
+            raise ValueError(
+                f"{trainer_name}: `model_init_kwargs['dtype']` must be a torch.dtype, 'auto' or one of {_DTYPE_NAMES}, "
+                f"got {dtype!r}."
+            )
+        dtype = getattr(torch, dtype)
+    kwargs["dtype"] = dtype
+    return AutoModelForCausalLM.from_pretrained(os.fspath(model_id), **kwargs)
+
+
+def tokenizer_of(model: nn.Module, trainer_name: str):
+    """The tokenizer saved with `model`: `AutoTokenizer.from_pretrained(model.config._name_or_path)`, the folder or Hub
+    id it was loaded from (as GRPO loads its processing class). A `ValueError` naming `trainer_name` says to pass
+    `processing_class` when the model has no such name (built from a config) or nothing loads from it."""
+    source = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    hint = f"{trainer_name}: `processing_class` was not given, so the tokenizer is loaded from the model's name"
+    if not source:
+        raise ValueError(
+            f"{hint}, but the model has none (`config._name_or_path` is empty: built from a config?). Pass "
+            "`processing_class=tokenizer`."
+        )
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{hint}, {source!r}, and that failed ({error}). Pass `processing_class=tokenizer`."
+        ) from error
 
 
 def disable_dropout(model: nn.Module) -> None:

@@ -31,6 +31,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from transformers import TrainingArguments
 
 from . import ppo_utils as pu
 from .losses import una_loss
@@ -99,14 +100,24 @@ class OnlineUNAConfig(OnlineRolloutConfig):
 class OnlineUNATrainer(OnlineRolloutTrainer):
     """Online UNA: sample, score, regress the policy's implicit reward onto the normalised score. No critic.
 
-    Same constructor as [`PPOTrainer`] minus the critic arguments:
+    Same constructor as [`PPOTrainer`] minus the critic arguments (`value_model`, `value_peft_config`, `ptx_dataset`),
+    in TRL 1.12's positional order or as TRL GRPO's keywords:
 
     ```python
     from ppomax_trl import OnlineUNAConfig, OnlineUNATrainer
 
     trainer = OnlineUNATrainer(OnlineUNAConfig(output_dir="una"), tokenizer, policy, None, reward_model, dataset)
+    trainer = OnlineUNATrainer(model="Qwen/Qwen2.5-0.5B-Instruct", reward_funcs=my_reward, train_dataset=dataset)
     trainer.train()
     ```
+
+    Args (all optional but `model`, `train_dataset` and a reward source): `args` ([`OnlineUNAConfig`]; `None`: one
+    with `output_dir="<model name>-OnlineUNA"`), `processing_class` (`None`: loaded from the policy's name or path),
+    `model` (a causal LM or its name or path, loaded with `args.model_init_kwargs`), `ref_model` (`None`: a frozen
+    copy, or the adapter-disabled base under PEFT; a name or path is loaded like `model`), `reward_model` (a 1-label
+    sequence classifier or its path), `train_dataset`, `data_collator`, `eval_dataset`, `optimizers`, `callbacks`,
+    `peft_config`, and keyword-only `reward_funcs`, `reward_processing_class`, `reward_processing_classes`: as in
+    [`PPOTrainer`].
 
     `una_reference="ref"` (default) anchors the implicit reward to the frozen reference (paper v2 §2.3.4);
     `"rollout"` measures it against the policy that sampled the batch (released code), so nothing ties the policy to
@@ -120,10 +131,11 @@ class OnlineUNATrainer(OnlineRolloutTrainer):
         "title": "UNA: Unifying Alignments of RLHF/PPO, DPO and KTO by a Generalized Implicit Reward Function",
         "id": "2408.15339",
     }
+    _config_class: ClassVar[type[OnlineUNAConfig]] = OnlineUNAConfig  # built when `args` is None
 
-    def __init__(self, args: OnlineUNAConfig, *positional, **kwargs) -> None:
-        if not isinstance(args, OnlineUNAConfig):
-            raise TypeError(f"`args` must be an `OnlineUNAConfig`, got {type(args).__name__}.")
+    def __init__(self, args: OnlineUNAConfig | None = None, *positional, **kwargs) -> None:
+        if isinstance(args, TrainingArguments) and not isinstance(args, OnlineUNAConfig):
+            raise TypeError(f"{type(self).__name__}: `args` must be an `OnlineUNAConfig`, got {type(args).__name__}.")
         super().__init__(args, *positional, **kwargs)
 
     def _update(self, model: nn.Module, is_warmup: bool, start_time: float) -> tuple[torch.Tensor, float | None]:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from transformers import TrainingArguments
@@ -48,10 +49,21 @@ class OnlineRolloutConfig(TrainingArguments):
     `GRPOConfig.reward_weights` does: one weight per reward function (the trainer's `reward_model` argument first, when
     given, then `reward_funcs` in order); a function returning `None` for a completion is left out of its sum.
 
+    > Model
+
+    `model_init_kwargs` (`dict[str, Any]` or `None`, defaults to `None`): keyword arguments of
+    `AutoModelForCausalLM.from_pretrained` when the trainer's `model` (or `ref_model`) is a name or path, as in TRL's
+    `GRPOConfig`. `dtype` may be a `torch.dtype`, `"auto"` or "bfloat16"/"float16"/"float32"; float32 when not given.
+
     > [!NOTE]
     > Overrides of [`~transformers.TrainingArguments`] defaults: `learning_rate=3e-6`, `logging_steps=10`,
-    > `gradient_checkpointing=True` (as TRL), `bf16=None` (True on a CUDA device unless fp16, False otherwise).
+    > `gradient_checkpointing=True` (as TRL), `bf16=None` (True on a CUDA device unless fp16, False otherwise),
+    > `metric_for_best_model="objective/scores"` (the held-out reward of `evaluate`, higher is better) when
+    > `load_best_model_at_end=True` and none is given.
     """
+
+    # JSON strings given on the command line for these fields are parsed to dicts by `TrainingArguments`.
+    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs"]
 
     learning_rate: float = field(default=3e-6, metadata={"help": "Initial learning rate of the policy (AdamW)."})
     logging_steps: float = field(
@@ -64,6 +76,16 @@ class OnlineRolloutConfig(TrainingArguments):
     bf16: bool | None = field(
         default=None,
         metadata={"help": "bf16 mixed precision. None: True on a CUDA device unless fp16 is set, False otherwise."},
+    )
+
+    # ---------------------------------------------------------------- model
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Keyword arguments for `AutoModelForCausalLM.from_pretrained` when `model` or `ref_model` is a "
+            "name or path (GRPO's field), e.g. '{\"dtype\": \"bfloat16\"}'. `dtype` defaults to float32; 'auto' keeps "
+            "the checkpoint's. Ignored (with a warning) when the policy is passed as a model."
+        },
     )
 
     # ---------------------------------------------------------------- rollout (TRL 1.12 names and defaults)
@@ -168,7 +190,8 @@ class OnlineRolloutConfig(TrainingArguments):
         default=0.9,
         metadata={
             "help": "Warn when this share of responses runs to `response_length` without a stop; once per excursion. "
-            "Off for a run whose first update is already at this share (the model does not stop within the cap)."
+            "Off (with one notice) for a run whose first update already has more than half this share at the cap: "
+            "the cap, not the model, ends most responses, and a rise from there says nothing about collapse."
         },
     )
     reward_weights: list[float] | None = field(
@@ -191,12 +214,27 @@ class OnlineRolloutConfig(TrainingArguments):
             "construction in 'error' mode."
         },
     )
+    log_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "Every `logging_steps`, print the last update's rollouts (prompt, completion, each reward "
+            "function's score, the weighted score and `log_extra` columns) with rich, and log them to W&B as a "
+            "`completions` table when `report_to` has wandb. TRL GRPO's `log_completions`; needs no eval set."
+        },
+    )
+    num_completions_to_print: int | None = field(
+        default=None,
+        metadata={"help": "`log_completions`: how many rows to print (the first ones); None: all. W&B gets all."},
+    )
 
     def __post_init__(self):
         if self.bf16 is None:
             self.bf16 = (not self.fp16) and torch.cuda.is_available() and not self.use_cpu
         if self.gradient_checkpointing is None and self.activation_checkpointing is None:
             self.activation_checkpointing = True
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            # `Trainer`'s default, `loss`, is not an online evaluation metric: the held-out reward is
+            self.metric_for_best_model = "objective/scores"
         super().__post_init__()
         if self.stop_token is not None and self.stop_token_id is not None:
             raise ValueError("Set only one of `stop_token` and `stop_token_id`.")
@@ -257,6 +295,10 @@ class PPOConfig(OnlineRolloutConfig):
     - `max_grad_norm` (default 1.0) clips the global gradient norm of policy and critic together; 1.12 ignored it.
     - The score is added at the last response token L, not at L + 1 (ppo_max_spec §2.7).
     - `bf16=None` resolves to `False` when no CUDA device is present, so CPU runs work without flags.
+    - With a PEFT policy (`peft_config` or a `PeftModel`), a critic the trainer builds gets an adapter of the policy's
+      shape by default (same `r`, `lora_alpha`, `target_modules`, dropout; `score` head trained in full), so that
+      `save_model()` and checkpoints hold adapters only; the trainer's `value_peft_config=False`, or a full
+      `value_model`, keeps a full critic.
 
     The rollout fields (response length, sampling, stop tokens, batch sizes, ...) come from [`OnlineRolloutConfig`].
 
@@ -282,11 +324,18 @@ class PPOConfig(OnlineRolloutConfig):
     """
 
     # ---------------------------------------------------------------- TRL 1.12 PPO fields, same names and defaults
+    # Read by scripts, never by the trainers. The defaults are TRL 1.12's (its example script's model); the `ppo_max`
+    # recipe's parser defaults both to None, so that it loads only a model its user names.
     sft_model_path: str = field(
-        default="EleutherAI/pythia-160m", metadata={"help": "Path to the SFT model (used by example scripts only)."}
+        default="EleutherAI/pythia-160m",
+        metadata={"help": "SFT policy; the ppo_max recipe reads it when --model_name_or_path is not given."},
     )
     reward_model_path: str = field(
-        default="EleutherAI/pythia-160m", metadata={"help": "Path to the reward model (used by example scripts only)."}
+        default="EleutherAI/pythia-160m",
+        metadata={
+            "help": "Reward model (a 1-label sequence classifier folder or Hub id); the ppo_max recipe uses one only "
+            "when named (its default: none; `none`: --reward_funcs only)."
+        },
     )
     num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout buffer."})
     whiten_rewards: bool = field(

@@ -41,6 +41,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
+    TrainingArguments,
 )
 from transformers.utils import is_peft_available
 
@@ -55,6 +56,7 @@ from .rollout import (
     _gather_response_logprobs,
     _IndexStream,
     _max_positions,
+    _model_label,
     _peft_base,
     _score_head,
     _sequence_forward_inputs,
@@ -62,13 +64,13 @@ from .rollout import (
 
 
 if is_peft_available():
-    from peft import PeftConfig, get_peft_model
+    from peft import PeftConfig, PeftModel, get_peft_model
 
 
 class PPOTrainer(OnlineRolloutTrainer):
     """Proximal Policy Optimization for language models, API-compatible with TRL 1.12's `trl.experimental.ppo`.
 
-    Example:
+    Example (TRL 1.12's positional order, or TRL GRPO's keywords):
 
     ```python
     from ppomax_trl import PPOConfig, PPOTrainer
@@ -76,24 +78,35 @@ class PPOTrainer(OnlineRolloutTrainer):
     trainer = PPOTrainer(
         PPOConfig(output_dir="out", bf16=False), tokenizer, policy, None, reward_model, train_dataset, value_model
     )
+    trainer = PPOTrainer(model="Qwen/Qwen2.5-0.5B-Instruct", reward_funcs=my_reward, train_dataset=prompts)
     trainer.train()
     ```
 
     Args:
-        args ([`PPOConfig`]): training configuration.
-        processing_class ([`~transformers.PreTrainedTokenizerBase`]): policy tokenizer with a pad token. Prompts are
-            always left-padded for generation, whatever `padding_side` says.
-        model ([`~transformers.PreTrainedModel`]): the policy (a causal LM, ideally SFT-initialised).
-        ref_model ([`~transformers.PreTrainedModel`] or `None`): frozen reference. `None`: a frozen copy of the
-            policy, or the policy with its adapter disabled under PEFT. Must not be `model` itself.
-        reward_model ([`~transformers.PreTrainedModel`] or `None`): sequence classifier with a one-label `score`
-            head, read at the last real token. `None` requires `reward_funcs`.
+        args ([`PPOConfig`], *optional*): training configuration. `None`: the trainer's config class (`PPOConfig`,
+            `PPOMaxConfig` for [`PPOMaxTrainer`]) with `output_dir="<model name>-<PPO|PPO-max>"`, as GRPO does.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*): policy tokenizer; one without a
+            pad token is padded with EOS on a copy. Prompts are always left-padded for generation, whatever
+            `padding_side` says. `None`: `AutoTokenizer.from_pretrained` of the policy's name or path (its
+            `config._name_or_path`; an error when that is empty).
+        model (`str` or [`~transformers.PreTrainedModel`]): the policy (a causal LM, ideally SFT-initialised), or its
+            name or path, loaded with `AutoModelForCausalLM.from_pretrained(model, **args.model_init_kwargs)` (float32
+            unless `model_init_kwargs["dtype"]` says otherwise, as in TRL). Required.
+        ref_model (`str`, [`~transformers.PreTrainedModel`] or `None`, *optional*): frozen reference; a name or path
+            is loaded like `model`. `None`: a frozen copy of the policy, or the policy with its adapter disabled under
+            PEFT. Must not be `model` itself.
+        reward_model (`str`, [`~transformers.PreTrainedModel`] or `None`, *optional*): sequence classifier with a
+            one-label `score` head, read at the last real token over the policy's tokens; a name or path is loaded
+            with `AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)`. `None` requires
+            `reward_funcs`.
         train_dataset ([`~datasets.Dataset`]): prompts, as tokenized `input_ids` (TRL 1.12) or a `prompt` column
-            (text or conversational; the chat template is applied).
+            (text or conversational; the chat template is applied). Required.
         value_model ([`~transformers.PreTrainedModel`], `str` or `None`): the critic. A folder: a saved critic (a
-            1-label sequence classifier over the policy's tokenizer) or an earlier run's `output_dir` (its
-            `value_model/`), loaded in the policy's dtype. `None`: a trainable copy of the reward model (PPO-max), or
-            the policy backbone with a fresh scalar head when only `reward_funcs` are given.
+            1-label sequence classifier over the policy's tokenizer, or a PEFT adapter of one, whose base is loaded
+            from its `base_model_name_or_path`) or an earlier run's `output_dir` (its `value_model/`), loaded in the
+            policy's dtype. `None`: a trainable copy of the reward model (PPO-max), or the policy backbone with a fresh
+            scalar head when only `reward_funcs` are given; with a PEFT policy, it gets an adapter (see
+            `value_peft_config`).
         data_collator (`Callable`, *optional*): collator for tokenized prompts; must pad on the left.
         eval_dataset ([`~datasets.Dataset`], *optional*): held-out prompts for `evaluate` and `generate_completions`.
         optimizers (`tuple`, *optional*): `(optimizer, lr_scheduler)`; default AdamW over policy and critic, in
@@ -114,8 +127,12 @@ class PPOTrainer(OnlineRolloutTrainer):
             tokenizer; rollouts are decoded and re-tokenized for it.
         reward_processing_classes (tokenizer or list, *optional*): one entry per `reward_funcs` entry, the tokenizer of
             a reward model there (`None`: loaded from its `config._name_or_path`, as GRPO does).
-        value_peft_config ([`~peft.PeftConfig`], *optional*): PEFT config for the critic; its `score` head is kept
-            trainable.
+        value_peft_config ([`~peft.PeftConfig`] or `False`, *optional*): PEFT config for the critic; its `score` head
+            is kept trainable. Default (`None`): with a PEFT policy (`peft_config` or a `PeftModel`) and no
+            `value_model`, the critic gets an adapter of the policy's shape (a copy of its config: same `r`,
+            `lora_alpha`, `target_modules`, dropout; `task_type="SEQ_CLS"`, `modules_to_save=["score"]`), so that
+            `save_model()` and checkpoints hold adapters only; otherwise a full critic. `False`, or a full
+            `value_model`, trains a full critic.
         ptx_dataset ([`~datasets.Dataset`], *optional*): PPO-ptx data, a `text` or `input_ids` column; used when
             `args.ptx_coef > 0`.
     """
@@ -126,15 +143,16 @@ class PPOTrainer(OnlineRolloutTrainer):
         "title": "Fine-Tuning Language Models from Human Preferences",
         "id": "1909.08593",
     }
+    _config_class: ClassVar[type[PPOConfig]] = PPOConfig  # built when `args` is None
 
     def __init__(
         self,
-        args: PPOConfig,
-        processing_class: PreTrainedTokenizerBase,
-        model: PreTrainedModel,
-        ref_model: PreTrainedModel | None,
-        reward_model: PreTrainedModel | None,
-        train_dataset: Dataset,
+        args: PPOConfig | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        model: str | PreTrainedModel | None = None,
+        ref_model: str | PreTrainedModel | None = None,
+        reward_model: str | PreTrainedModel | None = None,
+        train_dataset: Dataset | None = None,
         value_model: PreTrainedModel | str | None = None,
         data_collator: Callable | None = None,
         eval_dataset: Dataset | None = None,
@@ -145,11 +163,15 @@ class PPOTrainer(OnlineRolloutTrainer):
         reward_funcs: RewardFunc | list[RewardFunc] | None = None,
         reward_processing_class: PreTrainedTokenizerBase | None = None,
         reward_processing_classes: PreTrainedTokenizerBase | list[PreTrainedTokenizerBase | None] | None = None,
-        value_peft_config: PeftConfig | None = None,
+        value_peft_config: PeftConfig | bool | None = None,
         ptx_dataset: Dataset | None = None,
     ) -> None:
-        if not isinstance(args, PPOConfig):
-            raise TypeError(f"`args` must be a `PPOConfig` (or `PPOMaxConfig`), got {type(args).__name__}.")
+        if isinstance(args, TrainingArguments) and not isinstance(args, PPOConfig):
+            raise TypeError(
+                f"{type(self).__name__}: `args` must be a `PPOConfig` (or `PPOMaxConfig`), got {type(args).__name__}."
+            )
+        # the critic path and the ptx data need the loaded policy and tokenizer (GRPO style: both may be omitted)
+        args, model, ref_model, processing_class = self._resolve_model_inputs(args, model, ref_model, processing_class)
         if isinstance(value_model, str | os.PathLike):
             value_model = _load_critic(value_model, model)
         if value_model is not None:
@@ -180,8 +202,7 @@ class PPOTrainer(OnlineRolloutTrainer):
         the critic, which runs in the same forward), or RoPE models train on positions they never learned and models
         with learned positions crash at the first ptx step."""
         readers = (("policy", self.policy_model), ("critic", self.value_model))
-        limits = [(n, f"{role} ({type(_peft_base(model)).__name__})") for role, model in readers
-                  if (n := _max_positions(model))]  # fmt: skip
+        limits = [(n, _model_label(role, model)) for role, model in readers if (n := _max_positions(model))]
         if not limits:
             return
         positions, name = min(limits)
@@ -202,8 +223,18 @@ class PPOTrainer(OnlineRolloutTrainer):
 
         A reward model with its own tokenizer (`reward_processing_class`) cannot read the policy's token ids, which
         the critic is fed, so its copy is not a critic: the policy backbone + head is used instead.
+
+        `value_peft_config` wraps the critic with PEFT (its `score` head trainable). With a PEFT policy and no
+        `value_peft_config`, a critic built here gets an adapter of the policy's shape (`_default_value_peft_config`),
+        so that it trains and saves adapters only, like the policy; `value_peft_config=False` or a given `value_model`
+        keeps a full critic.
         """
-        value_model = self._given_value_model
+        value_model, peft_config = self._given_value_model, self._value_peft_config
+        if peft_config is True:
+            raise ValueError(
+                "`value_peft_config=True` is not a config: pass a `PeftConfig`, None (a PEFT policy's critic then gets "
+                "an adapter of the policy's shape) or False (a full critic)."
+            )
         if value_model is None:
             if reward_model is not None and getattr(self, "reward_processing_class", None) is not None:
                 warnings.warn(
@@ -216,8 +247,10 @@ class PPOTrainer(OnlineRolloutTrainer):
                 )
                 reward_model = None
             value_model = self._initial_critic(reward_model, policy)
-        if self._value_peft_config is not None:
-            config = copy.deepcopy(self._value_peft_config)
+            if peft_config is None and is_peft_available() and isinstance(policy, PeftModel):
+                peft_config = _default_value_peft_config(policy)
+        if peft_config is not None and peft_config is not False:
+            config = copy.deepcopy(peft_config)
             config.modules_to_save = sorted(set(config.modules_to_save or []) | {"score"})
             value_model = get_peft_model(value_model, config)
         return value_model
@@ -236,13 +269,13 @@ class PPOTrainer(OnlineRolloutTrainer):
         backbone = getattr(base, base.base_model_prefix)
         if is_zero3_partitioned(backbone):  # its state dict would hold empty shards: copy gathered parameters
             critic = AutoModelForSequenceClassification.from_config(config, dtype=next(base.parameters()).dtype)
-            sources = {n.replace(".base_layer", ""): p for n, p in backbone.named_parameters() if "lora_" not in n}
+            sources = {_base_weight_name(n): p for n, p in backbone.named_parameters() if _is_base_weight(n)}
             copy_zero3_parameters(getattr(critic, critic.base_model_prefix), sources)
             return critic
         critic = AutoModelForSequenceClassification.from_config(config)
         backbone_state = getattr(base, base.base_model_prefix).state_dict()
         getattr(critic, critic.base_model_prefix).load_state_dict(
-            {k.replace(".base_layer", ""): v for k, v in backbone_state.items() if "lora_" not in k}, strict=False
+            {_base_weight_name(k): v for k, v in backbone_state.items() if _is_base_weight(k)}, strict=False
         )
         return critic.to(next(base.parameters()).dtype)
 
@@ -532,8 +565,8 @@ class PPOTrainer(OnlineRolloutTrainer):
                 "The optimizer passed in `optimizers` holds none of the critic's trainable parameters, so the critic "
                 "would never learn (neither in the critic warm-up nor after it). The critic is "
                 "`trainer.model.value_model`; unless you pass `value_model`, the trainer builds it (PPO-max: a "
-                "trainable copy of the reward model, not the reward model itself; with `value_peft_config`, its "
-                f"adapter), so an optimizer built before the trainer cannot hold it. {recipe}"
+                "trainable copy of the reward model, not the reward model itself; with `value_peft_config` or a PEFT "
+                f"policy, its adapter), so an optimizer built before the trainer cannot hold it. {recipe}"
             )
         if held < len(trainable):
             warnings.warn(
@@ -742,6 +775,11 @@ class PPOMaxTrainer(PPOTrainer):
     PPO-max (https://huggingface.co/papers/2307.04964): running-moment reward normalisation and clipping, token-level KL
     penalty, critic initialised from the reward model and warmed up, small buffer, ptx mixing, value clipping, global
     grad clipping and collapse monitors. Every piece is a flag of [`PPOMaxConfig`].
+
+    Arguments are [`PPOTrainer`]'s, in TRL 1.12's positional order or as TRL GRPO's keywords:
+    `PPOMaxTrainer(model="path-or-id", reward_funcs=f, args=PPOMaxConfig(...), train_dataset=prompts)` loads the
+    policy (with `args.model_init_kwargs`) and its tokenizer; `args=None` builds a `PPOMaxConfig` with
+    `output_dir="<model name>-PPO-max"`.
     """
 
     _tag_names: ClassVar[list[str]] = ["ppomax-trl", "ppo-max"]
@@ -750,8 +788,9 @@ class PPOMaxTrainer(PPOTrainer):
         "title": "Secrets of RLHF in Large Language Models Part I: PPO",
         "id": "2307.04964",
     }
+    _config_class: ClassVar[type[PPOConfig]] = PPOMaxConfig  # built when `args` is None
 
-    def __init__(self, args: PPOConfig, *positional, **kwargs) -> None:
+    def __init__(self, args: PPOConfig | None = None, *positional, **kwargs) -> None:
         if type(args) is PPOConfig:
             warnings.warn(
                 "PPOMaxTrainer got a plain PPOConfig, whose PPO-max pieces are off. Use PPOMaxConfig for the recipe.",
@@ -763,16 +802,61 @@ class PPOMaxTrainer(PPOTrainer):
 # ----------------------------------------------------------------------------------------------------------------------
 # Module-level helpers
 # ----------------------------------------------------------------------------------------------------------------------
+def _is_base_weight(name: str) -> bool:
+    """Whether a weight of a PEFT-wrapped backbone is a base weight, not an adapter's (LoRA, or a `modules_to_save`
+    copy, which starts equal to the base and trains)."""
+    return "lora_" not in name and ".modules_to_save." not in name
+
+
+def _base_weight_name(name: str) -> str:
+    """The unwrapped model's name of a base weight: PEFT adds `base_layer.` (tuner layers) or `original_module.`
+    (`modules_to_save`) to the path."""
+    return name.replace(".base_layer", "").replace(".original_module", "")
+
+
+def _default_value_peft_config(policy: nn.Module) -> PeftConfig | None:
+    """The critic's adapter config when the policy is a `PeftModel` and no `value_peft_config` is given.
+
+    A copy of the policy's active adapter config (same PEFT type, `r`, `lora_alpha`, `target_modules`, dropout, ...)
+    as a sequence-classification adapter (`task_type="SEQ_CLS"`) whose only fully trained module is the `score` head
+    (the policy's own `modules_to_save` are not copied). Initialisations that read and rewrite the base weights (PiSSA,
+    OLoRA, EVA, LoftQ) fall back to LoRA's default, zero `B`. `None` for prompt-learning adapters (prefix or prompt
+    tuning), which the critic's backbone forward (`per_position_scores`) would not apply: that critic stays full.
+    """
+    config = copy.deepcopy(policy.peft_config[policy.active_adapter])
+    if config.is_prompt_learning:
+        return None
+    config.task_type = "SEQ_CLS"
+    config.modules_to_save = ["score"]
+    config.base_model_name_or_path = None  # `get_peft_model` records the critic's base (the policy's or RM's path)
+    config.revision = None
+    config.inference_mode = False
+    if getattr(config, "init_lora_weights", True) not in (True, False, "gaussian"):
+        config.init_lora_weights = True
+    return config
+
+
 def _load_critic(path: str | os.PathLike, policy: nn.Module) -> nn.Module:
-    """A critic from a folder: an earlier run's `output_dir` (its `value_model/`) or any sequence classifier with one
-    label, in the policy's dtype. Its tokenizer must be the policy's: the critic reads the policy's token ids."""
+    """A critic from a folder: an earlier run's `output_dir` (its `value_model/`), any sequence classifier with one
+    label, or a PEFT adapter of one (what a run with a PEFT critic saves), in the policy's dtype. Its tokenizer must
+    be the policy's: the critic reads the policy's token ids.
+
+    An adapter folder holds no base weights: the base is loaded from its `adapter_config.json`'s
+    `base_model_name_or_path` (the folder the critic was built from: the policy's or the reward model's
+    `_name_or_path`) as a sequence classifier with one label, and the adapter (with its `score` head) is put on top,
+    trainable.
+    """
     folder = os.fspath(path)
-    if os.path.isfile(os.path.join(folder, "value_model", "config.json")):
-        folder = os.path.join(folder, "value_model")
+    nested = os.path.join(folder, "value_model")
+    if any(os.path.isfile(os.path.join(nested, name)) for name in ("config.json", "adapter_config.json")):
+        folder = nested
+    if os.path.isfile(os.path.join(folder, "adapter_config.json")):
+        return _load_critic_adapter(folder, dtype=next(_peft_base(policy).parameters()).dtype)
     if not os.path.isfile(os.path.join(folder, "config.json")):
         raise ValueError(
-            f"`value_model={os.fspath(path)!r}` is not a model folder (no config.json there or in its value_model/): "
-            "pass a saved critic, an earlier run's output_dir, or a sequence classifier with one label."
+            f"`value_model={os.fspath(path)!r}` is not a model folder (no config.json or adapter_config.json there or "
+            "in its value_model/): pass a saved critic, an earlier run's output_dir, or a sequence classifier with one "
+            "label."
         )
     num_labels = AutoConfig.from_pretrained(folder).num_labels
     if num_labels != 1:
@@ -781,6 +865,34 @@ def _load_critic(path: str | os.PathLike, policy: nn.Module) -> nn.Module:
         )
     dtype = next(_peft_base(policy).parameters()).dtype
     return AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype).train()
+
+
+def _load_critic_adapter(folder: str, dtype: torch.dtype) -> nn.Module:
+    """A trainable critic from a PEFT adapter folder: its base (`base_model_name_or_path`) + the adapter."""
+    if not is_peft_available():
+        raise ImportError(
+            f"`value_model={folder!r}` is a PEFT adapter: pip install 'ppomax-trl[peft]' (or pip install peft)."
+        )
+    base = PeftConfig.from_pretrained(folder).base_model_name_or_path
+    load_yourself = (
+        "load the critic yourself and pass the model: `PeftModel.from_pretrained(AutoModelForSequenceClassification"
+        f".from_pretrained(<base>, num_labels=1), {folder!r}, is_trainable=True)`."
+    )
+    if not base:
+        raise ValueError(
+            f"`value_model={folder!r}` is a PEFT adapter whose adapter_config.json names no base model "
+            "(`base_model_name_or_path` is null: the critic's base was built in memory, not loaded from a folder). "
+            f"Set `base_model_name_or_path` there to the folder of the model it was built from, or {load_yourself}"
+        )
+    try:
+        base_model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=dtype)
+    except OSError as error:
+        raise ValueError(
+            f"`value_model={folder!r}` is a PEFT adapter whose base model {base!r} (`base_model_name_or_path` in its "
+            f"adapter_config.json) could not be loaded ({error}). Point `base_model_name_or_path` at where that "
+            f"model now lives, or {load_yourself}"
+        ) from error
+    return PeftModel.from_pretrained(base_model, folder, is_trainable=True).train()
 
 
 def _innermost_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

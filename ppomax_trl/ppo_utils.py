@@ -242,10 +242,12 @@ class CollapseMonitor:
 
     `check` returns the warnings for one update. Each fires when its signal turns on and again only after it has
     cleared, so a run that stays collapsed prints one line, not one per update (the metrics keep the curve). The
-    length signal is judged against the first update checked: when that update's share of capped responses is already
-    at the threshold (plain-text continuation that never emits the stop token within `response_length`), a pinned
-    length says nothing about collapse; the monitor says so once and watches the KL alone. Without a stop token
-    (`watch_length=False`) every response runs to the cap and the length signal is off.
+    length signal is judged against the first update checked: it is watched only when most responses stopped there
+    (at most half the threshold's share ran to the cap). Otherwise the cap, not the model, ends most responses
+    (plain-text continuation that rarely emits the stop token within `response_length`), a rise to the threshold is
+    within the sampling noise of a small batch and says nothing about collapse: the monitor says so once and watches
+    the KL alone. Without a stop token (`watch_length=False`) every response runs to the cap and the length signal is
+    off.
     """
 
     max_length_share: float
@@ -258,15 +260,14 @@ class CollapseMonitor:
         warnings = []
         if self.initial_max_length_share is None:
             self.initial_max_length_share = max_length_share
-            if self.watch_length and max_length_share >= self.max_length_share:
+            if self.watch_length and not self._length_baseline_ok():
                 warnings.append(
                     f"Step {step}: {max_length_share:.0%} of responses already run to response_length="
                     f"{response_length} before training moves the policy, so the length collapse monitor is off for "
                     "this run (the KL monitor stays on). Raise `response_length` or use a stop token the model "
                     "emits to watch length too."
                 )
-        length_baseline_ok = self.initial_max_length_share < self.max_length_share
-        length_on = self.watch_length and length_baseline_ok and max_length_share >= self.max_length_share
+        length_on = self.watch_length and self._length_baseline_ok() and max_length_share >= self.max_length_share
         if self._turned_on("length", length_on):
             warnings.append(
                 f"Step {step}: {max_length_share:.0%} of responses ran to response_length={response_length} without "
@@ -281,6 +282,10 @@ class CollapseMonitor:
                 "only after it falls back."
             )
         return warnings
+
+    def _length_baseline_ok(self) -> bool:
+        """Whether the first update's responses mostly stopped, so that a pinned length would mean collapse."""
+        return self.initial_max_length_share <= self.max_length_share / 2
 
     def _turned_on(self, signal: str, on: bool) -> bool:
         was_on = signal in self.active

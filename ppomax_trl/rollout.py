@@ -60,7 +60,14 @@ from transformers.utils import is_peft_available, logging
 
 from . import ppo_utils as pu
 from .checkpoints import AtomicCheckpointMixin, load_json, load_safetensors
-from .model_utils import copy_model, disable_dropout, freeze, tokenizer_with_padding
+from .model_utils import (
+    causal_lm_from_path,
+    copy_model,
+    disable_dropout,
+    freeze,
+    tokenizer_of,
+    tokenizer_with_padding,
+)
 from .ppo_config import OnlineRolloutConfig
 
 
@@ -131,9 +138,19 @@ class PolicyAndValueWrapper(nn.Module):
         self.value_model = value_model
         self.config = policy.config  # Trainer, model cards and `push_to_hub` read the policy's config
 
+    # TRL's `unwrap_model_for_generation` reads `is_gradient_checkpointing` and calls `gradient_checkpointing_disable`
+    # / `_enable` around each `generate`: those names stay for it, and forward to transformers' current
+    # `activation_checkpointing` API (the old names warn `FutureWarning` since transformers 5).
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        policy = _peft_base(self.policy)
+        if hasattr(type(policy), "is_activation_checkpointing"):
+            return bool(policy.is_activation_checkpointing)
+        return bool(getattr(policy, "is_gradient_checkpointing", False))
+
     @property
     def is_gradient_checkpointing(self) -> bool:
-        return bool(getattr(_peft_base(self.policy), "is_gradient_checkpointing", False))
+        return self.is_activation_checkpointing
 
     def _each_model(self):
         return tuple(_peft_base(m) for m in (self.policy, self.value_model) if m is not None)
@@ -146,16 +163,21 @@ class PolicyAndValueWrapper(nn.Module):
                 model.gradient_checkpointing_enable(
                     gradient_checkpointing_kwargs=kwargs.get("activation_checkpointing_kwargs")
                 )
-            if hasattr(model, "enable_input_require_grads"):
+            if hasattr(model, "enable_input_require_grads") and not getattr(model, "_require_grads_hooks", None):
                 model.enable_input_require_grads()  # PEFT: frozen embeddings would cut the checkpointed graph
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs) -> None:
+    def activation_checkpointing_disable(self) -> None:
         for model in self._each_model():
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+            if hasattr(model, "activation_checkpointing_disable"):
+                model.activation_checkpointing_disable()
+            else:
+                model.gradient_checkpointing_disable()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kwargs) -> None:
+        self.activation_checkpointing_enable(activation_checkpointing_kwargs=gradient_checkpointing_kwargs)
 
     def gradient_checkpointing_disable(self) -> None:
-        for model in self._each_model():
-            model.gradient_checkpointing_disable()
+        self.activation_checkpointing_disable()
 
     def forward(
         self,
@@ -228,15 +250,18 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
     _tag_names: ClassVar[list[str]] = ["ppomax-trl"]
     _name = "online"
     _paper: ClassVar[dict[str, str]] = {"title": "", "id": ""}
+    # `log_completions`: the last update's rows, gathered on the main process, until the next `log` prints them
+    _completions_to_log: list[dict[str, Any]] | None = None
+    _config_class: ClassVar[type[OnlineRolloutConfig]] = OnlineRolloutConfig  # built when `args` is None
 
     def __init__(
         self,
-        args: OnlineRolloutConfig,
-        processing_class: PreTrainedTokenizerBase,
-        model: PreTrainedModel,
-        ref_model: PreTrainedModel | None,
-        reward_model: PreTrainedModel | None,
-        train_dataset: Dataset,
+        args: OnlineRolloutConfig | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        model: str | PreTrainedModel | None = None,
+        ref_model: str | PreTrainedModel | None = None,
+        reward_model: str | PreTrainedModel | None = None,
+        train_dataset: Dataset | None = None,
         data_collator: Callable | None = None,
         eval_dataset: Dataset | None = None,
         optimizers: tuple = (None, None),
@@ -247,24 +272,29 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         reward_processing_class: PreTrainedTokenizerBase | None = None,
         reward_processing_classes: PreTrainedTokenizerBase | list[PreTrainedTokenizerBase | None] | None = None,
     ) -> None:
-        if not isinstance(args, OnlineRolloutConfig):
-            raise TypeError(f"`args` must be a ppomax_trl config (e.g. `PPOConfig`), got {type(args).__name__}.")
+        trainer_name = type(self).__name__
+        args, model, ref_model, processing_class = self._resolve_model_inputs(args, model, ref_model, processing_class)
         if train_dataset is None:
-            raise ValueError("`train_dataset` is required: a dataset of prompts (`input_ids` or `prompt` column).")
+            raise ValueError(
+                f"{trainer_name}: `train_dataset` is required: a dataset of prompts (`input_ids` or `prompt` column)."
+            )
         if ref_model is not None and ref_model is model:
             raise ValueError(
                 "`model` and `ref_model` cannot be the same object. Pass `ref_model=None` for a frozen copy (or the "
                 "disabled adapter under PEFT), or pass `copy.deepcopy(model)`."
             )
-        if processing_class is None:
-            raise ValueError("`processing_class` (the policy tokenizer) is required.")
         # no pad token: pad with EOS on a copy (pad == EOS is handled everywhere: masks come from the stop token)
-        processing_class = tokenizer_with_padding(processing_class, type(self).__name__)
+        processing_class = tokenizer_with_padding(processing_class, trainer_name)
+        if isinstance(reward_model, str | os.PathLike):
+            reward_model = _reward_model_from_path(reward_model)
         if callable(reward_funcs) or isinstance(reward_funcs, str | os.PathLike):
             reward_funcs = [reward_funcs]
         reward_funcs = list(reward_funcs or [])
         if reward_model is None and not reward_funcs:
-            raise ValueError("Pass a `reward_model`, `reward_funcs`, or both.")
+            raise ValueError(
+                f"{trainer_name} needs a reward: pass `reward_model`, `reward_funcs`, or both (GRPO's reward "
+                "functions, reward models or their paths)."
+            )
         # GRPO's weights, one per reward function; the `reward_model` argument is function 0
         num_reward_sources = (reward_model is not None) + len(reward_funcs)
         if args.reward_weights is not None and len(args.reward_weights) != num_reward_sources:
@@ -392,6 +422,58 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
     # ------------------------------------------------------------------------------------------------------------------
     # Construction helpers
     # ------------------------------------------------------------------------------------------------------------------
+    def _resolve_model_inputs(
+        self,
+        args: OnlineRolloutConfig | None,
+        model: str | os.PathLike | nn.Module | None,
+        ref_model: str | os.PathLike | nn.Module | None,
+        processing_class: PreTrainedTokenizerBase | None,
+    ) -> tuple[OnlineRolloutConfig, nn.Module, nn.Module | None, PreTrainedTokenizerBase]:
+        """What TRL GRPO users leave out, filled in as GRPO fills it; the errors name the class that was called.
+
+        - `args=None`: `self._config_class(output_dir="<model name>-<trainer name>")`, as GRPO's `"<model>-GRPO"`;
+        - `model` / `ref_model` as a name or path: `AutoModelForCausalLM` with `args.model_init_kwargs`
+          (`causal_lm_from_path`); `model_init_kwargs` next to a policy passed as a model is ignored, with a warning;
+        - `processing_class=None`: the tokenizer saved with the policy (`tokenizer_of`).
+
+        Its own output passes through unchanged: `PPOTrainer` calls it before `OnlineRolloutTrainer.__init__` (which
+        calls it again), as it needs the loaded policy and tokenizer for a critic path and the ptx data.
+        """
+        trainer_name = type(self).__name__
+        if isinstance(args, str | os.PathLike | nn.Module):
+            raise TypeError(
+                f"{trainer_name}: the first positional argument is `args` (TRL 1.12's order: args, processing_class, "
+                f"model, ref_model, reward_model, train_dataset, ...), got a {type(args).__name__}. Pass GRPO-style "
+                f"arguments by keyword: {trainer_name}(model=..., reward_funcs=..., args=..., train_dataset=...)."
+            )
+        if model is None:
+            raise TypeError(
+                f"{trainer_name} needs a `model`: the policy, as a causal LM or its name or path (loaded with "
+                "`AutoModelForCausalLM.from_pretrained(model, **args.model_init_kwargs)`)."
+            )
+        is_path = isinstance(model, str | os.PathLike)
+        if args is None:
+            source = os.fspath(model) if is_path else getattr(_peft_base(model).config, "_name_or_path", "")
+            model_name = os.path.basename(os.path.normpath(source)) if source else type(_peft_base(model)).__name__
+            args = self._config_class(output_dir=f"{model_name}-{self._name.replace(' ', '')}")
+        if not isinstance(args, OnlineRolloutConfig):
+            raise TypeError(
+                f"{trainer_name}: `args` must be a ppomax_trl config (e.g. `PPOConfig`), got {type(args).__name__}."
+            )
+        if is_path:
+            model = causal_lm_from_path(model, args.model_init_kwargs, trainer_name)
+        elif args.model_init_kwargs is not None and not getattr(self, "_model_inputs_resolved", False):
+            logger.warning(
+                f"{trainer_name}: `args.model_init_kwargs` is ignored for the policy, which was passed as a model; it "
+                "applies when `model` (or `ref_model`) is a name or path."
+            )
+        self._model_inputs_resolved = True  # a second call sees the loaded policy: nothing was ignored, warn once
+        if isinstance(ref_model, str | os.PathLike):
+            ref_model = causal_lm_from_path(ref_model, args.model_init_kwargs, trainer_name)
+        if processing_class is None:
+            processing_class = tokenizer_of(_peft_base(model), trainer_name)
+        return args, model, ref_model, processing_class
+
     @staticmethod
     def _resolve_stop_token_ids(
         args: OnlineRolloutConfig, tokenizer, model: nn.Module | None = None
@@ -492,19 +574,23 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         readers = [("policy", self.policy_model), ("critic", self.value_model)]
         if self.reward_processing_class is None:
             readers.append(("reward model", self.reward_model))
-        limits = []
-        for name, model in readers:
-            positions = _max_positions(model)
-            if positions:
-                limits.append((positions, name))
+        limits = [
+            (positions, _model_label(role, model)) for role, model in readers if (positions := _max_positions(model))
+        ]
         if not limits:
             return
         positions, name = min(limits)
+        if response_length >= positions:
+            raise ValueError(
+                f"response_length={response_length} alone does not fit the context of the {name}: "
+                f"max_position_embeddings={positions}, and every prompt needs at least one position too. Lower "
+                f"`response_length` below {positions} (and prompt length + response_length to <= {positions})."
+            )
         longest = max(prompt_lengths)
         if longest + response_length > positions:
             too_long = [i for i, n in enumerate(prompt_lengths) if n + response_length > positions]
             raise ValueError(
-                f"{len(too_long)} {split} prompt(s) do not fit the {name}'s context: row {too_long[0]} has "
+                f"{len(too_long)} {split} prompt(s) do not fit the context of the {name}: row {too_long[0]} has "
                 f"{prompt_lengths[too_long[0]]} tokens, and with response_length={response_length} a sequence needs "
                 f"{prompt_lengths[too_long[0]] + response_length} positions > max_position_embeddings={positions}. "
                 f"Filter or shorten the prompts to <= {positions - response_length} tokens (`max_prompt_length` checks "
@@ -984,7 +1070,36 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         except ValueError as error:  # an overflowing weighted sum: every rank stops with it
             failure = ", ".join(self.reward_func_names), error
         self._raise_on_every_rank(failure)
+        if mode == "train" and self.args.log_completions:
+            self._keep_completions(rows, batch, rewards_per_func, scores)
         return scores
+
+    def _keep_completions(
+        self, rows: list[dict], batch: dict[str, torch.Tensor], rewards_per_func: torch.Tensor, scores: torch.Tensor
+    ) -> None:
+        """`log_completions`: this update's rollouts as table rows (prompt, completion, each function's reward, the
+        weighted score, the `log_extra` columns), gathered from every process (all must call this) and kept on the
+        main process, replacing the previous update's, until `log` prints them."""
+        prompts, completions = self._decode_for_reward(rows, batch)
+        extra = self._last_extra_columns
+        table = []
+        for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            entry = {
+                "step": self.state.global_step + 1,
+                "prompt": _as_text(prompt),
+                "completion": _as_text(completion),
+            }
+            for name, value in zip(self.reward_func_names, rewards_per_func[i].tolist(), strict=True):
+                entry[name] = None if math.isnan(value) else value  # None: the function does not apply
+            entry["score"] = float(scores[i])
+            for column, values in extra.items():
+                entry.setdefault(column, values[i] if i < len(values) else None)
+            table.append(entry)
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            table = gather_object(table)
+        self._completions_to_log = table if self.accelerator.is_main_process else None
 
     @torch.no_grad()
     def rewards_per_func(
@@ -1328,7 +1443,7 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         num_tokens = mask.sum().clamp(min=1)
         batch_mean, batch_var, batch_count = self._last_batch_moments
         return {
-            "eps": int((self.episode - self._start_episode) / max(time.time() - start_time, 1e-9)),
+            "eps": (self.episode - self._start_episode) / max(time.time() - start_time, 1e-9),
             "objective/entropy": mean((-batch["logprobs"] * mask).sum(1)),
             "val/num_eos_tokens": acc.reduce(batch["stopped"].sum().to(args.device), "sum").item(),
             "ppomax/kl_per_token": mean(log_ratio.sum() / num_tokens),
@@ -1370,6 +1485,9 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
             logs["lr"] = logs["learning_rate"]
         super().log(logs, start_time)
         self._metrics[mode].clear()
+        if mode == "train" and self._completions_to_log:  # `log_completions`: each update's rows are shown once
+            table, self._completions_to_log = self._completions_to_log, None
+            self._report_completions(table, self.args.num_completions_to_print, title=f"Step {table[0]['step']}")
 
     # ------------------------------------------------------------------------------------------------------------------
     # Evaluation and samples
@@ -1454,24 +1572,31 @@ class OnlineRolloutTrainer(AtomicCheckpointMixin, Trainer):
         from accelerate.utils import gather_object
 
         table = gather_object(table)
-        if self.accelerator.is_main_process:
-            _print_table(table[:5])
-            if "wandb" in (self.args.report_to or []):
-                import wandb
-
-                if wandb.run is not None:
-                    columns = list(dict.fromkeys(column for r in table for column in r))
-                    # the step explicitly: `WandbCallback` plots every key against `train/global_step`, and wandb would
-                    # otherwise fill in the last *logged* step (behind when `logging_steps > 1`)
-                    wandb.log(
-                        {
-                            "completions": wandb.Table(
-                                columns=columns, data=[[r.get(c) for c in columns] for r in table]
-                            ),
-                            "train/global_step": self.state.global_step,
-                        }
-                    )
+        self._report_completions(table, num_to_print=5)
         return table
+
+    def _report_completions(
+        self, table: list[dict[str, Any]], num_to_print: int | None, title: str | None = None
+    ) -> None:
+        """Print a gathered completions table (its first `num_to_print` rows; None: all) with rich and, when
+        `report_to` has wandb and a run is active, log all of it as W&B's `completions` table at this step. Main
+        process only; `generate_completions` and `log_completions` both report through here."""
+        if not self.accelerator.is_main_process:
+            return
+        _print_table(table if num_to_print is None else table[:num_to_print], title=title)
+        if "wandb" in (self.args.report_to or []):
+            import wandb
+
+            if wandb.run is not None:
+                columns = list(dict.fromkeys(column for r in table for column in r))
+                # the step explicitly: `WandbCallback` plots every key against `train/global_step`, and wandb would
+                # otherwise fill in the last *logged* step (behind when `logging_steps > 1`)
+                wandb.log(
+                    {
+                        "completions": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in table]),
+                        "train/global_step": self.state.global_step,
+                    }
+                )
 
     # ------------------------------------------------------------------------------------------------------------------
     # Saving, checkpoints, resume
@@ -1608,6 +1733,13 @@ def _text_config(model: nn.Module):
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def _model_label(role: str, model: nn.Module) -> str:
+    """How an error names a model: its role, class and where it was loaded from (`policy (Qwen2ForCausalLM, path)`)."""
+    base = _peft_base(getattr(model, "module", model))
+    source = getattr(base.config, "_name_or_path", "") or ""
+    return f"{role} ({type(base).__name__}{', ' + source if source else ''})"
+
+
 def _max_positions(model: nn.Module | None) -> int | None:
     """A model's `max_position_embeddings` (the longest sequence it was built for), or `None` when unknown."""
     if model is None:
@@ -1653,6 +1785,13 @@ def _check_reward_model(model: nn.Module, what: str) -> None:
         raise ValueError(f"{what} has num_labels={num_labels}; it must output one scalar (`num_labels=1`).")
 
 
+def _reward_model_from_path(path: str | os.PathLike) -> nn.Module:
+    """A reward model given by name or path: a sequence classifier with one label, loaded as GRPO loads one."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(os.fspath(path), num_labels=1)
+
+
 def _load_reward_funcs(
     reward_funcs: list, reward_processing_classes, trainer_name: str
 ) -> tuple[list, list[PreTrainedTokenizerBase | None]]:
@@ -1671,9 +1810,7 @@ def _load_reward_funcs(
     funcs, tokenizers = [], []
     for i, (func, tokenizer) in enumerate(zip(reward_funcs, reward_processing_classes, strict=True)):
         if isinstance(func, str | os.PathLike):
-            from transformers import AutoModelForSequenceClassification
-
-            func = AutoModelForSequenceClassification.from_pretrained(os.fspath(func), num_labels=1)
+            func = _reward_model_from_path(func)
         if not isinstance(func, nn.Module):
             if not callable(func):
                 raise TypeError(
@@ -1765,22 +1902,34 @@ def _nanstd(values: torch.Tensor) -> torch.Tensor:
     return kept.std(unbiased=True) if kept.numel() > 1 else values.new_tensor(math.nan)
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
+def _print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
     if not rows:
         return
     try:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
     except ImportError:
         for row in rows:
             print(row)  # noqa: T201
         return
-    table = Table(show_lines=True)
-    for column in rows[0]:
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    table = Table(show_lines=True, title=title)
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()))
+        # `Text`: a completion's brackets are text, not rich markup
+        table.add_row(*(Text(f"{v:.3f}" if isinstance(v, float) else str(v)) for v in map(row.get, columns)))
     Console().print(table)
+
+
+def _as_text(value: Any) -> str:
+    """A prompt or completion for a table: a conversation becomes its messages' contents, one per line."""
+    if isinstance(value, list):
+        return "\n".join(
+            str(message.get("content", message)) if isinstance(message, dict) else str(message) for message in value
+        )
+    return str(value)
 
 
 __all__ = ["OnlineRolloutTrainer", "PolicyAndValueWrapper", "per_position_scores"]

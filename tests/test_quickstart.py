@@ -23,15 +23,17 @@ import json
 import pytest
 import torch
 
-from ppomax_trl.quickstart import MONITOR_PANELS, plot_monitors
+from ppomax_trl.plots import MONITOR_PANELS, plot_monitors
 
 
 def test_plot_monitors_writes_a_png_with_every_panel(tmp_path):
+    pytest.importorskip("matplotlib")
     history = [{"step": 0, "eval_objective/scores": 0.1}]
     for step in range(1, 6):
         history.append({"step": step, **{key: float(step) for _, series in MONITOR_PANELS for key, _ in series}})
     path = tmp_path / "monitors.png"
-    plot_monitors(history, path, warmup_steps=2, title="test")
+    titles = plot_monitors(history, path, warmup_steps=2, title="test")
+    assert titles == [title for title, _ in MONITOR_PANELS]
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
@@ -58,4 +60,7 @@ def test_quickstart_raises_the_held_out_reward_on_smollm2(tmp_path):
     assert 0 < result["kl_per_token_last"] < 0.5  # moved away from the reference, but not collapsed
     assert len(result["samples_before"]) == len(result["samples_after"]) == 16
     assert (out / "monitors.png").read_bytes()[:4] == b"\x89PNG"
+    log_history = json.loads((out / "log_history.json").read_text())  # what `ppomax-trl plot` redraws it from
+    assert log_history[0]["step"] == 0 and "eval_objective/scores" in log_history[0]
+    assert any("loss/value_avg" in row for row in log_history)
     assert torch.isfinite(torch.tensor([row["score"] for row in result["samples_after"]])).all()

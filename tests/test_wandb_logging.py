@@ -88,3 +88,29 @@ def test_ppo_max_logs_monitors_and_completion_tables_to_wandb(
     for row in logged:
         assert set(MONITORS) <= set(row), set(MONITORS) - set(row)
         assert row["train/ppomax/ppl_policy"] > 1 and row["train/ppomax/response_length"] > 0
+
+
+def test_log_completions_sends_each_updates_rollouts_to_wandb_without_an_eval_set(
+    tmp_path, tokenizer, models, prompt_dataset, wandb_offline
+):
+    policy, reward_model, value_model = models
+
+    def brevity(completions, **kwargs):
+        return [-len(text) / 10 for text in completions]
+
+    args = PPOMaxConfig(**common_args(tmp_path, report_to=["wandb"], critic_warmup_steps=0, log_completions=True))
+    trainer = PPOMaxTrainer(
+        args, tokenizer, policy, None, reward_model, prompt_dataset, value_model, reward_funcs=brevity
+    )
+    trainer.train()  # 2 updates of 4 rollouts, logging_steps=1, no eval_dataset
+    wandb.finish()
+
+    (run_dir,) = wandb_offline.glob("offline-run-*")
+    tables = [row for row in wandb_history(run_dir) if "completions.path" in row]
+    assert [row["train/global_step"] for row in tables] == [1, 2]
+    for row in tables:
+        assert row["completions.nrows"] == args.batch_size  # every rollout, not only the printed ones
+        table = json.loads((run_dir / "files" / row["completions.path"]).read_text())
+        columns = ["step", "prompt", "completion", *trainer.reward_func_names, "score"]
+        assert table["columns"] == columns and "brevity" in columns
+        assert {line[0] for line in table["data"]} == {row["train/global_step"]}

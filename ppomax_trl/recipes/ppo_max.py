@@ -39,10 +39,13 @@ them with their paths, to copy one and edit it).
 `PPOTrainer`. The same flags work for both; only the defaults of the fields you do not set differ.
 
 The reward is the reward model at `--reward_model_path` and/or the Python functions of `--reward_funcs`
-(`module:function`, TRL's reward-function signature); pass `--reward_model_path none` to use functions only. The critic
+(`module:function`, TRL's reward-function signature). A reward model is used only when named: this recipe's default is
+none, not `PPOConfig`'s TRL 1.12 default (`EleutherAI/pythia-160m`), and a run that names neither stops before
+loading anything. The policy is `--model_name_or_path` (or TRL 1.12's `--sft_model_path`). The critic
 is `--value_model_path` if given, else a trainable copy of the reward model (PPO-max), else the policy backbone with a
-new value head. The dataset needs a prompt column (text or conversational); `--dataset_name` is a Hub name or a local
-folder/file that `datasets.load_dataset` reads.
+new value head; with `--use_peft`, that critic gets a LoRA of the policy's shape (adapters only are saved). The
+dataset needs a prompt column (text or conversational); `--dataset_name` is a local `.jsonl`/`.json`/`.csv`/`.parquet`
+file, a folder of them, a `save_to_disk` folder or a Hub id (`recipe_utils.load_data`).
 """
 
 import sys
@@ -52,6 +55,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
 from ppomax_trl.recipe_utils import (
+    check_inputs,
     end_process_group,
     load_causal_lm,
     load_rewards,
@@ -61,7 +65,7 @@ from ppomax_trl.recipe_utils import (
     train_and_save,
     use_trial_output_dir,
 )
-from ppomax_trl.recipes import resolve_config_argument
+from ppomax_trl.recipes import check_recipe_args, resolve_config_argument
 
 
 @dataclass
@@ -83,14 +87,32 @@ class PPOScriptArguments(ScriptArguments):
     value_model_path: str | None = field(
         default=None,
         metadata={
-            "help": "Critic to start from: a 1-label sequence classifier folder, or an earlier run's output_dir (its "
-            "value_model/). Default: a copy of the reward model (PPO-max), else the policy backbone with a new head."
+            "help": "Critic to start from: a 1-label sequence classifier folder (or a PEFT adapter of one), or an "
+            "earlier run's output_dir (its value_model/). Default: a copy of the reward model (PPO-max), else the "
+            "policy backbone with a new head; with --use_peft, that critic gets a LoRA of the policy's shape and only "
+            "adapters are saved (pass the reward model's folder here for a full critic)."
         },
     )
     prompt_column: str = field(default="prompt", metadata={"help": "Dataset column holding the prompts."})
 
 
+def resolve_policy_path(training_args: PPOConfig, model_args: ModelConfig) -> None:
+    """`--sft_model_path`, where TRL 1.12's PPO script loaded its policy from, names the policy (and tokenizer) when
+    `--model_name_or_path` does not; naming both, differently, is an error."""
+    sft_model_path = training_args.sft_model_path
+    if sft_model_path is None or sft_model_path == model_args.model_name_or_path:
+        return
+    if model_args.model_name_or_path is not None:
+        raise ValueError(
+            f"Two policies: `--model_name_or_path {model_args.model_name_or_path}` and `--sft_model_path "
+            f"{sft_model_path}` (TRL 1.12's name for it). Give one."
+        )
+    model_args.model_name_or_path = sft_model_path
+
+
 def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: ModelConfig) -> None:
+    resolve_policy_path(training_args, model_args)
+    check_inputs(model_args, script_args, reward=(training_args.reward_model_path, script_args.reward_funcs))
     use_trial_output_dir(training_args)
     kwargs = model_kwargs(model_args)
     tokenizer = load_tokenizer(model_args)
@@ -114,18 +136,26 @@ def main(script_args: PPOScriptArguments, training_args: PPOConfig, model_args: 
     train_and_save(trainer)
 
 
-def make_parser(prog: str | None = None) -> TrlParser:
-    """The recipe's parser with `PPOMaxConfig` defaults (what `--help` shows; `--trainer ppo` swaps in `PPOConfig`)."""
-    return TrlParser((PPOScriptArguments, PPOMaxConfig, ModelConfig), prog=prog)
+def make_parser(prog: str | None = None, config_class: type[PPOConfig] = PPOMaxConfig) -> TrlParser:
+    """The recipe's parser with `PPOMaxConfig` defaults (what `--help` shows; `--trainer ppo` swaps in `PPOConfig`).
+
+    `reward_model_path` and `sft_model_path` default to None here: the config fields keep TRL 1.12's
+    `EleutherAI/pythia-160m` (what its example script read), but the recipe uses a reward model only when one is named.
+    """
+    parser = TrlParser((PPOScriptArguments, config_class, ModelConfig), prog=prog, allow_abbrev=False)
+    parser.set_defaults(reward_model_path=None, sft_model_path=None)
+    return parser
 
 
 def parse_args(args: list[str] | None = None) -> tuple[PPOScriptArguments, PPOConfig, ModelConfig]:
     """Parse with `PPOMaxConfig`, then again with `PPOConfig` for `--trainer ppo`, so each gets its own defaults.
     `--config` is a path or a packaged config's name (`ppo_max_tiny`)."""
     args = resolve_config_argument(sys.argv[1:] if args is None else args)
-    parsed = make_parser().parse_args_and_config(args)
+    parser = make_parser()
+    check_recipe_args(parser, args)  # one line and exit 2 for a mistyped flag or config key
+    parsed = parser.parse_args_and_config(args)
     if parsed[0].trainer == "ppo":
-        parsed = TrlParser((PPOScriptArguments, PPOConfig, ModelConfig)).parse_args_and_config(args)
+        parsed = make_parser(config_class=PPOConfig).parse_args_and_config(args)
     return parsed[:3]
 
 

@@ -40,7 +40,8 @@ Trains a `RankListRewardTrainer` with a `RankListRewardConfig` (every `trl.Rewar
 `--ties`, `--margin_scale`, `--listnet_temperature`). The model is
 `AutoModelForSequenceClassification.from_pretrained(model_name_or_path, num_labels=1)`; the dataset rows are `prompt`
 + `completions` (a list, best first) with optional `scores` (higher is better, any order), or TRL's
-`chosen`/`rejected` pairs; `--dataset_name` is a Hub name or a local folder/file that `datasets.load_dataset` reads.
+`chosen`/`rejected` pairs; `--dataset_name` is a local `.jsonl`/`.json`/`.csv`/`.parquet` file, a folder of them, a
+`save_to_disk` folder or a Hub id (`recipe_utils.load_data`).
 The saved `output_dir` (model and tokenizer) is what the `ppo_max` recipe's `--reward_model_path` takes, and PPO-max
 initialises its critic from it: the InstructGPT chain SFT -> ranked-list reward model -> PPO-max.
 """
@@ -51,6 +52,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import RankListRewardConfig, RankListRewardTrainer
 from ppomax_trl.recipe_utils import (
+    check_inputs,
     end_process_group,
     load_sequence_classifier,
     load_splits,
@@ -59,10 +61,11 @@ from ppomax_trl.recipe_utils import (
     train_and_save,
     use_trial_output_dir,
 )
-from ppomax_trl.recipes import resolve_config_argument
+from ppomax_trl.recipes import check_recipe_args, resolve_config_argument
 
 
 def main(script_args: ScriptArguments, training_args: RankListRewardConfig, model_args: ModelConfig) -> None:
+    check_inputs(model_args, script_args)
     use_trial_output_dir(training_args)
     tokenizer = load_tokenizer(model_args)
     model = load_sequence_classifier(model_args.model_name_or_path, **model_kwargs(model_args))
@@ -82,13 +85,15 @@ def main(script_args: ScriptArguments, training_args: RankListRewardConfig, mode
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
-    return TrlParser((ScriptArguments, RankListRewardConfig, ModelConfig), prog=prog)
+    return TrlParser((ScriptArguments, RankListRewardConfig, ModelConfig), prog=prog, allow_abbrev=False)
 
 
 def parse_args(args: list[str] | None = None) -> tuple[ScriptArguments, RankListRewardConfig, ModelConfig]:
     """`--config` is a path or a packaged config's name (`reward_rank_tiny`)."""
     args = resolve_config_argument(sys.argv[1:] if args is None else args)
-    return make_parser().parse_args_and_config(args)[:3]
+    parser = make_parser()
+    check_recipe_args(parser, args)  # one line and exit 2 for a mistyped flag or config key
+    return parser.parse_args_and_config(args)[:3]
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ them with their paths, to copy one and edit it).
 
 Trains a `UNATrainer` with a `UNAConfig` (`--beta`, `--binary_loss`, `--score_loss`, `--score_normalizer`, ...). The
 rows may mix TRL's preference rows (`prompt`/`chosen`/`rejected`), unpaired rows (`prompt`/`completion`/`label`) and
-scored rows (`prompt`/`completion`/`score`); `--dataset_name` is a Hub name or a local folder/file that
-`datasets.load_dataset` reads. The reference policy is `--ref_model_path` if given, else a frozen copy of the policy
-(the adapter-free base with PEFT).
+scored rows (`prompt`/`completion`/`score`); `--dataset_name` is a local `.jsonl`/`.json`/`.csv`/`.parquet` file, a
+folder of them, a `save_to_disk` folder or a Hub id (`recipe_utils.load_data`). The reference policy is
+`--ref_model_path` if given, else a frozen copy of the policy (the adapter-free base with PEFT).
 """
 
 import sys
@@ -49,6 +49,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import UNAConfig, UNATrainer
 from ppomax_trl.recipe_utils import (
+    check_inputs,
     end_process_group,
     load_causal_lm,
     load_splits,
@@ -57,7 +58,7 @@ from ppomax_trl.recipe_utils import (
     train_and_save,
     use_trial_output_dir,
 )
-from ppomax_trl.recipes import resolve_config_argument
+from ppomax_trl.recipes import check_recipe_args, resolve_config_argument
 
 
 @dataclass
@@ -70,6 +71,7 @@ class UNAScriptArguments(ScriptArguments):
 
 
 def main(script_args: UNAScriptArguments, training_args: UNAConfig, model_args: ModelConfig) -> None:
+    check_inputs(model_args, script_args)
     use_trial_output_dir(training_args)
     kwargs = model_kwargs(model_args)
     tokenizer = load_tokenizer(model_args)
@@ -92,13 +94,15 @@ def main(script_args: UNAScriptArguments, training_args: UNAConfig, model_args: 
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
-    return TrlParser((UNAScriptArguments, UNAConfig, ModelConfig), prog=prog)
+    return TrlParser((UNAScriptArguments, UNAConfig, ModelConfig), prog=prog, allow_abbrev=False)
 
 
 def parse_args(args: list[str] | None = None) -> tuple[UNAScriptArguments, UNAConfig, ModelConfig]:
     """`--config` is a path or a packaged config's name (`una_tiny`)."""
     args = resolve_config_argument(sys.argv[1:] if args is None else args)
-    return make_parser().parse_args_and_config(args)[:3]
+    parser = make_parser()
+    check_recipe_args(parser, args)  # one line and exit 2 for a mistyped flag or config key
+    return parser.parse_args_and_config(args)[:3]
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ Trains an `OnlineUNATrainer` with an `OnlineUNAConfig` (rollout flags as in the 
 `--una_reference`, `--loss`, `--score_normalizer`). No critic is built. The reward is the reward model at
 `--reward_model_path` (a script argument here: `OnlineUNAConfig` has no such field) and/or the Python functions of
 `--reward_funcs` (`module:function`, TRL's reward-function signature). The dataset needs a prompt column (text or
-conversational); `--dataset_name` is a Hub name or a local folder/file that `datasets.load_dataset` reads.
+conversational); `--dataset_name` is a local `.jsonl`/`.json`/`.csv`/`.parquet` file, a folder of them, a
+`save_to_disk` folder or a Hub id (`recipe_utils.load_data`). A reward model is used only when named.
 """
 
 import sys
@@ -50,6 +51,7 @@ from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ppomax_trl import OnlineUNAConfig, OnlineUNATrainer
 from ppomax_trl.recipe_utils import (
+    check_inputs,
     end_process_group,
     load_causal_lm,
     load_rewards,
@@ -59,7 +61,7 @@ from ppomax_trl.recipe_utils import (
     train_and_save,
     use_trial_output_dir,
 )
-from ppomax_trl.recipes import resolve_config_argument
+from ppomax_trl.recipes import check_recipe_args, resolve_config_argument
 
 
 @dataclass
@@ -78,6 +80,7 @@ class OnlineUNAScriptArguments(ScriptArguments):
 
 
 def main(script_args: OnlineUNAScriptArguments, training_args: OnlineUNAConfig, model_args: ModelConfig) -> None:
+    check_inputs(model_args, script_args, reward=(script_args.reward_model_path, script_args.reward_funcs))
     use_trial_output_dir(training_args)
     kwargs = model_kwargs(model_args)
     tokenizer = load_tokenizer(model_args)
@@ -100,13 +103,15 @@ def main(script_args: OnlineUNAScriptArguments, training_args: OnlineUNAConfig, 
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
-    return TrlParser((OnlineUNAScriptArguments, OnlineUNAConfig, ModelConfig), prog=prog)
+    return TrlParser((OnlineUNAScriptArguments, OnlineUNAConfig, ModelConfig), prog=prog, allow_abbrev=False)
 
 
 def parse_args(args: list[str] | None = None) -> tuple[OnlineUNAScriptArguments, OnlineUNAConfig, ModelConfig]:
     """`--config` is a path or a packaged config's name (`una_online_tiny`)."""
     args = resolve_config_argument(sys.argv[1:] if args is None else args)
-    return make_parser().parse_args_and_config(args)[:3]
+    parser = make_parser()
+    check_recipe_args(parser, args)  # one line and exit 2 for a mistyped flag or config key
+    return parser.parse_args_and_config(args)[:3]
 
 
 if __name__ == "__main__":
