@@ -43,8 +43,13 @@ import shutil
 import zipfile
 from typing import Any
 
+import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
-from transformers.utils import logging
+from transformers.utils import is_peft_available, logging
+
+
+if is_peft_available():
+    from peft import PeftModel, set_peft_model_state_dict
 
 
 logger = logging.get_logger(__name__)
@@ -88,6 +93,27 @@ def load_safetensors(path: str, checkpoint: str | None = None) -> dict:
         return load_file(path)
     except SafetensorError as error:
         raise CheckpointFileError(path, error, checkpoint) from error
+
+
+def _load_pretrained_weights(model: torch.nn.Module, folder: str) -> None:
+    """Load weights saved by `save_pretrained` (full or PEFT adapter) into an existing model, in place.
+
+    A truncated or corrupted file raises `checkpoints.CheckpointFileError`, which names it.
+    """
+    if is_peft_available() and isinstance(model, PeftModel):
+        set_peft_model_state_dict(model, load_safetensors(os.path.join(folder, "adapter_model.safetensors")))
+        return
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+    if not files:
+        raise FileNotFoundError(f"No safetensors weights in {folder}.")
+    state = {}
+    for name in files:
+        state.update(load_safetensors(os.path.join(folder, name)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    tied |= {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise ValueError(f"Checkpoint {folder} does not match the model: missing {missing}, unexpected {unexpected}.")
 
 
 def _check_file(path: str, checkpoint: str) -> None:

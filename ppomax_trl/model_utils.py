@@ -25,6 +25,9 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging
 
+from .modules import _peft_base
+from .ppo_config import OnlineRolloutConfig
+
 
 logger = logging.get_logger(__name__)
 
@@ -143,3 +146,50 @@ def tokenizer_with_padding(tokenizer, trainer_name: str):
         f"`trainer.processing_class` and is saved with the model. Set `tokenizer.pad_token` yourself to choose another."
     )
     return padded
+
+
+def resolve_model_inputs(
+    args,
+    model: str | os.PathLike | nn.Module | None,
+    ref_model: str | os.PathLike | nn.Module | None,
+    processing_class,
+    *,
+    config_class: type,
+    trainer_name: str,
+    run_suffix: str,
+    warn_ignored_init_kwargs: bool = True,
+):
+    """An online trainer's `(args, model, ref_model, processing_class)` with what TRL GRPO users leave out filled in
+    as GRPO fills it (see `OnlineRolloutTrainer._resolve_model_inputs`); the errors name `trainer_name`."""
+    if isinstance(args, str | os.PathLike | nn.Module):
+        raise TypeError(
+            f"{trainer_name}: the first positional argument is `args` (TRL 1.12's order: args, processing_class, "
+            f"model, ref_model, reward_model, train_dataset, ...), got a {type(args).__name__}. Pass GRPO-style "
+            f"arguments by keyword: {trainer_name}(model=..., reward_funcs=..., args=..., train_dataset=...)."
+        )
+    if model is None:
+        raise TypeError(
+            f"{trainer_name} needs a `model`: the policy, as a causal LM or its name or path (loaded with "
+            "`AutoModelForCausalLM.from_pretrained(model, **args.model_init_kwargs)`)."
+        )
+    is_path = isinstance(model, str | os.PathLike)
+    if args is None:
+        source = os.fspath(model) if is_path else getattr(_peft_base(model).config, "_name_or_path", "")
+        model_name = os.path.basename(os.path.normpath(source)) if source else type(_peft_base(model)).__name__
+        args = config_class(output_dir=f"{model_name}-{run_suffix}")
+    if not isinstance(args, OnlineRolloutConfig):
+        raise TypeError(
+            f"{trainer_name}: `args` must be a ppomax_trl config (e.g. `PPOConfig`), got {type(args).__name__}."
+        )
+    if is_path:
+        model = causal_lm_from_path(model, args.model_init_kwargs, trainer_name)
+    elif args.model_init_kwargs is not None and warn_ignored_init_kwargs:
+        logger.warning(
+            f"{trainer_name}: `args.model_init_kwargs` is ignored for the policy, which was passed as a model; it "
+            "applies when `model` (or `ref_model`) is a name or path."
+        )
+    if isinstance(ref_model, str | os.PathLike):
+        ref_model = causal_lm_from_path(ref_model, args.model_init_kwargs, trainer_name)
+    if processing_class is None:
+        processing_class = tokenizer_of(_peft_base(model), trainer_name)
+    return args, model, ref_model, processing_class

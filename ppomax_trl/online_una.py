@@ -19,7 +19,7 @@ s in [0, 1], and regress sigma(r_theta) onto s with r_theta = beta * sum_t (log 
     rollout -> score -> normalise to [0, 1] -> regress (MSE or BCE)
 
 No value model is built or run, and there is no GAE or ratio clipping. The rollout engine (sampling, scoring, running
-moments, monitors, checkpoints) is `ppomax_trl.rollout.OnlineRolloutTrainer`, shared with `PPOTrainer`.
+moments, monitors, checkpoints) is `ppomax_trl.rollout.OnlineRolloutTrainer` and its parts, shared with `PPOTrainer`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from transformers import TrainingArguments
 
 from . import ppo_utils as pu
 from .losses import una_loss
+from .modules import _gather_response_logprobs
 from .ppo_config import OnlineRolloutConfig
-from .rollout import OnlineRolloutTrainer, _gather_response_logprobs
+from .rollout import OnlineRolloutTrainer
 
 
 _UNA_REFERENCES = ("ref", "rollout")

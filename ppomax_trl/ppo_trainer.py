@@ -17,8 +17,9 @@ One training step ("update") reads in paper order (https://huggingface.co/papers
 
     rollout -> score -> shape rewards (running moments, clip, token KL) -> advantages (GAE) -> PPO epochs
 
-The rollout engine, saving and resume live in `ppomax_trl.rollout.OnlineRolloutTrainer` (its docstring lists the
-private `Trainer` hooks it relies on); this module adds the critic, reward shaping, GAE and the clipped PPO losses.
+The rollout engine, saving and resume live in `ppomax_trl.rollout.OnlineRolloutTrainer` and its parts (generation,
+scoring, monitors, saving; its docstring lists the private `Trainer` hooks it relies on); this module adds the
+critic, reward shaping, GAE and the clipped PPO losses.
 """
 
 from __future__ import annotations
@@ -48,19 +49,19 @@ from transformers.utils import is_peft_available
 from . import ppo_utils as pu
 from .losses import entropy_bonus_loss, language_modeling_loss, ppo_policy_loss, ppo_value_loss
 from .model_utils import copy_model, copy_zero3_parameters, is_zero3_partitioned
-from .ppo_config import PPOConfig, PPOMaxConfig
-from .rollout import (
-    OnlineRolloutTrainer,
+from .modules import (
     PolicyAndValueWrapper,
-    RewardFunc,
     _gather_response_logprobs,
-    _IndexStream,
     _max_positions,
     _model_label,
     _peft_base,
     _score_head,
     _sequence_forward_inputs,
 )
+from .ppo_config import PPOConfig, PPOMaxConfig
+from .prompts import _IndexStream
+from .rewards import RewardFunc
+from .rollout import OnlineRolloutTrainer
 
 
 if is_peft_available():
@@ -119,7 +120,7 @@ class PPOTrainer(OnlineRolloutTrainer):
         callbacks (`list[TrainerCallback]`, *optional*): extra callbacks.
         peft_config ([`~peft.PeftConfig`], *optional*): LoRA (or other PEFT) config for the policy.
         reward_funcs (`Callable`, model, path or a list of them, *optional*): TRL 1.16 `GRPOTrainer`'s reward
-            functions, called exactly as it calls them (`OnlineRolloutTrainer.rewards_per_func`): `f(prompts,
+            functions, called exactly as it calls them (`RewardScorer.rewards_per_func`): `f(prompts,
             completions, completion_ids, **columns, trainer_state, log_extra, log_metric) -> list[float | None]`, sync
             or async; a sequence classifier (or its path) re-reads the text with its own tokenizer. The score is the
             nan-aware sum weighted by `args.reward_weights`; the `reward_model` argument, when given, is function 0.

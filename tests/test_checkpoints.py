@@ -161,7 +161,7 @@ def test_lora_run_resumes_exactly_from_adapter_only_checkpoints(tmp_path, tokeni
 def test_truncated_adapter_is_named_when_loaded(tmp_path, tokenizer):
     from peft import LoraConfig, get_peft_model
 
-    from ppomax_trl.rollout import _load_pretrained_weights
+    from ppomax_trl.checkpoints import _load_pretrained_weights
 
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     model = get_peft_model(tiny_causal_lm(tokenizer, seed=0), lora)

@@ -26,7 +26,7 @@ from torch.testing import assert_close
 from transformers import AutoModelForSequenceClassification
 
 from ppomax_trl import PPOConfig, PPOMaxConfig, PPOMaxTrainer, PPOTrainer
-from ppomax_trl.rollout import _score_head
+from ppomax_trl.modules import _score_head
 from ppomax_trl.tiny import tiny_causal_lm, tiny_reward_model
 
 
