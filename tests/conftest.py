@@ -64,6 +64,17 @@ def prompt_dataset(tokenizer):
     return Dataset.from_dict({"input_ids": [tokenizer(p)["input_ids"] for p in PROMPTS]})
 
 
+def fp32_accelerator():
+    """A CPU `Accelerator` without mixed precision, for the engine's parts tested without a trainer. Accelerate keeps
+    one shared state per process, and a trainer that ran before in bf16 would otherwise leave its autocast in place;
+    `Trainer` resets that state the same way before it builds its own accelerator."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    return Accelerator(cpu=True, mixed_precision="no")
+
+
 def common_args(tmp_path, **overrides):
     """CPU-safe config kwargs for tiny runs."""
     kwargs = dict(

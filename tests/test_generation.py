@@ -14,8 +14,7 @@
 """The generation seam on its own: `HFGenerator` on a tiny policy, no trainer."""
 
 import torch
-from accelerate import Accelerator
-from conftest import PROMPTS, eos_biased
+from conftest import PROMPTS, eos_biased, fp32_accelerator
 
 from ppomax_trl import OnlineUNAConfig
 from ppomax_trl.generation import HFGenerator, Responses
@@ -28,7 +27,7 @@ def generate(tmp_path, tokenizer, stop_token_ids, response_length=12, bias=3.5):
     args = OnlineUNAConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
                            response_length=response_length)  # fmt: skip
     policy = eos_biased(tiny_causal_lm(tokenizer, seed=0), tokenizer.eos_token_id, bias=bias)
-    generator = HFGenerator(Accelerator(cpu=True), args, tokenizer.pad_token_id, stop_token_ids)
+    generator = HFGenerator(fp32_accelerator(), args, tokenizer.pad_token_id, stop_token_ids)
     rows = [{"input_ids": tokenizer(p)["input_ids"]} for p in PROMPTS]
     queries, query_mask = collate_prompts(rows, tokenizer.pad_token_id, "cpu")
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ import math
 
 import pytest
 import torch
-from accelerate import Accelerator
+from conftest import fp32_accelerator
 from transformers import TrainerState
 
 from ppomax_trl import ppo_utils as pu
@@ -47,7 +47,7 @@ def rollout_batch(tokenizer):
 
 def make_scorer(tokenizer, reward_model=None, reward_funcs=(), **kwargs):
     scorer = RewardScorer(reward_model, list(reward_funcs), tokenizer, trainer_name="TestScorer", **kwargs)
-    scorer.place(Accelerator(cpu=True))
+    scorer.place(fp32_accelerator())
     return scorer
 
 
