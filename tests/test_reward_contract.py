@@ -39,7 +39,9 @@ DATASET = Dataset.from_dict({
     "task": ["math" if i % 2 else "chat" for i in range(len(PROMPTS))],
     "value": [float(i) for i in range(len(PROMPTS))],
 })  # fmt: skip
-CONFIG_FIELDS = {"reward_weights", "total_episodes", "per_device_train_batch_size", "reward_context_overflow"}
+CONFIG_FIELDS = {
+    "reward_weights", "total_episodes", "per_device_train_batch_size", "reward_context_overflow", "bf16", "use_cpu",
+}  # fmt: skip
 
 
 def build(kind, tmp_path, tokenizer, *, reward_model=None, dataset=DATASET, eval_dataset=None, **kwargs):
@@ -455,6 +457,19 @@ def test_reward_funcs_models_score_as_grpo_and_the_reward_model_argument_as_rewa
         grpo = grpo_reward_model_scores(cross_rm, rm_tok, *grpo_inputs(rows, batch, tokenizer))
     torch.testing.assert_close(as_func.score(rows, batch), grpo, rtol=1e-6, atol=1e-6)
     assert ((as_argument.score(rows, batch) - grpo).abs() > 1e-4).any()
+
+
+def test_reward_funcs_models_score_as_grpo_in_a_bf16_run(tmp_path, tokenizer):
+    """GRPO calls a reward model in its own dtype, outside the training autocast: under CPU bf16 autocast the score of
+    an fp32 reward model in `reward_funcs` is still GRPO's fp32 score, bit for bit."""
+    rm_tok = build_tiny_tokenizer(RM_TEXTS, vocab_size=300)
+    cross_rm = saved_reward_model(tmp_path / "rm", rm_tok, seed=7)
+    trainer = build("ppomax", tmp_path, tokenizer, reward_funcs=cross_rm, bf16=True, use_cpu=True)
+    assert trainer.accelerator.mixed_precision == "bf16"
+    rows, batch = sample_all_rows(trainer)
+    with torch.no_grad():
+        grpo = grpo_reward_model_scores(cross_rm, rm_tok, *grpo_inputs(rows, batch, tokenizer))
+    torch.testing.assert_close(trainer.score(rows, batch), grpo, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
