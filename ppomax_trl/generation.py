@@ -177,6 +177,12 @@ class HFGenerator(Generator):
                 "the rollout and training log-probs use the full softmax(logits / temperature), so each update is "
                 "slightly off-policy. Set `top_p=1.0` to sample exactly from the policy."
             )
+        if args.top_k > 0:
+            logger.warning(
+                f"Rollouts sample with top_k={args.top_k}: the cut truncates the sampling distribution, while the "
+                "rollout and training log-probs use the full softmax(logits / temperature). Set `top_k=0` to sample "
+                "exactly from the policy."
+            )
         ignored = cls._ignored_sampling_processors(getattr(_peft_base(model), "generation_config", None))
         if ignored:
             settings = ", ".join(f"{key}={value!r}" for key, value in ignored.items())
@@ -191,7 +197,7 @@ class HFGenerator(Generator):
             "max_new_tokens": self.args.response_length,
             "do_sample": True,
             "temperature": temperature,
-            "top_k": 0,
+            "top_k": self.args.top_k,
             "top_p": top_p,
             "eos_token_id": self.stop_token_ids,
             "pad_token_id": self.pad_token_id,

@@ -106,6 +106,7 @@ def ppo_policy_loss(
     num_sequences: float | torch.Tensor | None = None,
     norm_length: float | None = None,
     num_processes: int = 1,
+    importance_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate objective (https://huggingface.co/papers/1707.06347), with optional asymmetric and dual clips.
 
@@ -128,6 +129,8 @@ def ppo_policy_loss(
         dual_clip (`float`, *optional*): c > 1; `None` disables it.
         loss_agg_mode, num_tokens, num_sequences, norm_length, num_processes: see `aggregate_loss` (N defaults to
             `mask.sum()`).
+        importance_weights (`(B, T)` or `(B, 1)`, *optional*): the sampler correction w (see
+            `sampler_correction.sampler_importance_weights`): l_t <- w_t l_t before aggregation. `None`: w = 1.
 
     Returns:
         `loss` and detached diagnostics: `clipfrac` (share of tokens where the clipped branch wins), `approxkl`
@@ -148,6 +151,8 @@ def ppo_policy_loss(
         dual_bound = -dual_clip * advantages  # > 0 where A < 0
         dual_active = (advantages < 0) & (per_token_loss > dual_bound)
         per_token_loss = torch.where(dual_active, dual_bound, per_token_loss)
+    if importance_weights is not None:
+        per_token_loss = per_token_loss * importance_weights.to(per_token_loss.dtype)
     loss = aggregate_loss(
         per_token_loss, mask, mode=loss_agg_mode, num_tokens=num_tokens, num_sequences=num_sequences,
         norm_length=norm_length, num_processes=num_processes,
@@ -483,6 +488,7 @@ def una_loss(
     beta: float,
     feedback: str,
     loss: str | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """UNA loss for one feedback type, averaged over the examples (https://huggingface.co/papers/2408.15339 v2 §2.3,
     signs corrected as in the released code: the paper's MSE Eqs. 11 and 13 carry a spurious leading minus).
@@ -509,6 +515,8 @@ def una_loss(
         beta (`float`): beta > 0.
         feedback (`str`): `"pairwise"`, `"binary"` or `"score"`.
         loss (`str`, *optional*): `"mse"` or `"bce"`; `None` is DPO's sigmoid for pairwise and `"mse"` otherwise.
+        weights (`(B,)`, *optional*): per-example weights w_b (the sampler correction of online UNA):
+            `L = mean_b w_b l_b`. `None`: w = 1.
 
     Returns:
         `loss` (scalar mean over the B examples) and detached diagnostics: `logratio` (mean summed log-ratio over
@@ -581,4 +589,6 @@ def una_loss(
                 implied_logratio_target=(torch.logit(clamped) / beta).mean(),
             )
     stats["logratio"] = logratio.detach().mean()
+    if weights is not None:
+        per_example = per_example * weights.to(per_example.dtype)
     return per_example.mean(), stats

