@@ -62,7 +62,7 @@ def sampler_importance_weights(
         raise ValueError(f"Unknown importance sampling mode {mode!r}.")
     weights = torch.exp(diff)
     if rule == "truncate":
-        return torch.clamp(weights, min=clip_min, max=clip_max)
+        return weights if clip_min is None and clip_max is None else torch.clamp(weights, min=clip_min, max=clip_max)
     if rule == "mask":
         low = -math.inf if clip_min is None else clip_min
         high = math.inf if clip_max is None else clip_max

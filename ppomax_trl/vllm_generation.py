@@ -64,12 +64,14 @@ def require_vllm(trainer_name: str) -> None:
 def policy_weights_for_vllm(policy: nn.Module, *, gather: bool) -> Iterator[tuple[str, torch.Tensor]]:
     """`(name, tensor)` pairs of the policy as a plain transformers checkpoint would name them.
 
-    A PEFT policy is merged for the duration of the iteration (and unmerged after it): names lose PEFT's
+    A PEFT policy yields its merged weights W + delta_W (each LoRA layer's `get_delta_weight` for its active adapters)
+    as new tensors, without touching the model: PEFT's `merge_adapter()` / `unmerge_adapter()` would add and subtract
+    delta_W in place, which rounds, so the frozen base would drift a little at every sync. Names lose PEFT's
     `base_model.model.` prefix and `.base_layer`, adapter weights are skipped, a `modules_to_save` copy replaces its
-    original. `gather=True` (DeepSpeed ZeRO-3) gathers parameters around their reads; it is a collective, so every
-    process must run the whole iteration.
+    original. `gather=True` (DeepSpeed ZeRO-3) gathers the parameters around their reads (all at once under PEFT, whose
+    delta needs A and B); it is a collective, so every process must run the whole iteration.
     """
-    is_peft = hasattr(policy, "merge_adapter") and hasattr(policy, "peft_config")
+    is_peft = hasattr(policy, "peft_config") and hasattr(policy, "get_base_model")
 
     def gathered(params: list[nn.Parameter]):
         if not gather:
@@ -83,19 +85,21 @@ def policy_weights_for_vllm(policy: nn.Module, *, gather: bool) -> Iterator[tupl
             with gathered([param]):
                 yield name, param.data
         return
-    # merging needs the full weights at once under ZeRO-3
-    with gathered(list(policy.parameters())):
-        policy.merge_adapter()
-        try:
-            prefix = getattr(policy, "prefix", "lora_")
-            for name, param in policy.named_parameters():
-                if prefix in name or "original_module" in name:
-                    continue
-                name = name.removeprefix("base_model.model.").replace(".base_layer", "")
-                name = name.replace("modules_to_save.default.", "")
-                yield name, param.data
-        finally:
-            policy.unmerge_adapter()
+    modules = dict(policy.named_modules())
+    prefix = getattr(policy, "prefix", "lora_")
+    with gathered(list(policy.parameters())), torch.no_grad():
+        for name, param in policy.named_parameters():
+            if prefix in name or "original_module" in name:
+                continue
+            tensor = param.data
+            owner_name, _, leaf = name.rpartition(".base_layer.")
+            if owner_name and leaf == "weight":
+                owner = modules[owner_name]
+                for adapter in [] if getattr(owner, "merged", False) else owner.active_adapters:
+                    if adapter in getattr(owner, "lora_A", {}) or adapter in getattr(owner, "lora_embedding_A", {}):
+                        tensor = tensor + owner.get_delta_weight(adapter).to(tensor.dtype)
+            name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            yield name.replace("modules_to_save.default.", ""), tensor
 
 
 def _refresh_cpu_gemms(worker) -> int:
