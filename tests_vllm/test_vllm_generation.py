@@ -40,9 +40,15 @@ def engine(tokenizer, tmp_path_factory):
 
 
 def sample(generator, policy, tokenizer, prompts=PROMPTS, temperature=1.0):
-    ids, mask = collate_prompts([{"input_ids": tokenizer(p)["input_ids"]} for p in prompts], tokenizer.pad_token_id, "cpu")
+    ids, mask = collate_prompts(
+        [{"input_ids": tokenizer(p)["input_ids"]} for p in prompts], tokenizer.pad_token_id, "cpu"
+    )
     torch.manual_seed(0)
-    return ids, mask, generator.generate(PolicyAndValueWrapper(policy, None), ids, mask, temperature=temperature, top_p=1.0)
+    return (
+        ids,
+        mask,
+        generator.generate(PolicyAndValueWrapper(policy, None), ids, mask, temperature=temperature, top_p=1.0),
+    )
 
 
 def test_greedy_output_equals_the_policy_and_log_probs_are_the_training_forward(engine, tokenizer):
@@ -67,7 +73,9 @@ def test_sampling_is_seeded_by_torch_like_the_trainer_seeds_each_step(engine, to
     first, second = sample(generator, policy, tokenizer)[2], sample(generator, policy, tokenizer)[2]
     assert torch.equal(first.ids, second.ids)
     torch.manual_seed(1)
-    ids, mask = collate_prompts([{"input_ids": tokenizer(p)["input_ids"]} for p in PROMPTS], tokenizer.pad_token_id, "cpu")
+    ids, mask = collate_prompts(
+        [{"input_ids": tokenizer(p)["input_ids"]} for p in PROMPTS], tokenizer.pad_token_id, "cpu"
+    )
     other = generator.generate(PolicyAndValueWrapper(policy, None), ids, mask, temperature=1.0, top_p=1.0)
     assert not torch.equal(other.ids, first.ids)
 
