@@ -48,7 +48,7 @@ set_offline_env()
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-IMPLS = ("trl112", "ppomax_ppo", "ppomax_max", "una_online")
+IMPLS = ("trl112", "ppomax_ppo", "ppomax_max", "una_online", "grpo")
 
 # The smollm2 setting's prompts: short review openers, rendered with the chat template.
 REVIEW_PROMPTS = [
@@ -155,6 +155,28 @@ def config_kwargs(args, output_dir: str) -> dict:
     )
 
 
+def build_grpo(args, output_dir: str, tokenizer, policy, reward_model, input_ids, timer):
+    """TRL 1.16 `GRPOTrainer` at its defaults on the same models and prompts: one optimizer step per update on
+    `batch_size` completions (groups of 4 per prompt), `response_length` new tokens, no stop token, the reward model
+    as its reward function, `use_vllm` as given (its colocate weight sync fails on vLLM's CPU backend)."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    prompts = tokenizer.batch_decode(input_ids)  # the chat-templated prompt text (GRPO re-tokenizes it)
+    config = GRPOConfig(
+        output_dir=output_dir, seed=args.seed, bf16=False, fp16=False, gradient_checkpointing=False,
+        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1, num_generations=4,
+        max_completion_length=args.response_length, temperature=args.temperature, max_steps=args.updates,
+        max_grad_norm=args.max_grad_norm, logging_steps=1, save_strategy="no", report_to="none",
+        disable_tqdm=True, dataloader_num_workers=0, use_vllm=args.use_vllm,
+        generation_kwargs={"eos_token_id": None, "min_new_tokens": args.response_length},
+    )  # fmt: skip
+    return GRPOTrainer(
+        model=policy, reward_funcs=reward_model, args=config, processing_class=tokenizer,
+        reward_processing_classes=tokenizer, train_dataset=Dataset.from_dict({"prompt": prompts}), callbacks=[timer],
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impl", choices=IMPLS, required=True)
@@ -168,7 +190,10 @@ def main() -> None:
     parser.add_argument("--max-grad-norm", type=float, required=True)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--use-vllm", action="store_true", help="ppomax impls: sample with vLLM (colocate)")
     args = parser.parse_args()
+    if args.use_vllm and args.impl == "trl112":
+        parser.error("--use-vllm is for the ppomax_trl trainers (TRL 1.12's PPO has no vLLM)")
     if args.updates < 2:
         parser.error("--updates must be >= 2 (the first update is warm-up)")
 
@@ -178,7 +203,13 @@ def main() -> None:
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    if args.impl == "trl112":
+    if args.impl == "grpo":
+        import trl
+
+        import ppomax_trl
+
+        trl_version = trl.__version__
+    elif args.impl == "trl112":
         import trl
         from trl.experimental.ppo import PPOConfig, PPOTrainer
 
@@ -221,21 +252,28 @@ def main() -> None:
 
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as output_dir:
-        kwargs = config_kwargs(args, output_dir)
-        if args.impl == "ppomax_max":
-            # PPO-max's own recipe stays on (reward normalisation + clipping, no advantage whitening, vf_coef 1, top-p
-            # 0.9, ...), but no critic warm-up (it would add value-only updates to the timed run) and no ptx.
-            kwargs.update(critic_warmup_steps=0, ptx_coef=0.0)
-        training_args = PPOConfig(**kwargs)
-        if args.impl == "una_online":
-            del value_model  # critic-free: the value model is never handed over, so it is freed before training
-            trainer = PPOTrainer(
-                training_args, tokenizer, policy, ref_policy, reward_model, dataset, callbacks=[timer]
-            )
+        if args.impl == "grpo":
+            del ref_policy, value_model  # GRPO at its defaults: beta 0 (no reference model), no critic
+            trainer = build_grpo(args, output_dir, tokenizer, policy, reward_model, input_ids, timer)
         else:
-            trainer = PPOTrainer(
-                training_args, tokenizer, policy, ref_policy, reward_model, dataset, value_model, callbacks=[timer]
-            )
+            kwargs = config_kwargs(args, output_dir)
+            if args.impl == "ppomax_max":
+                # PPO-max's own recipe stays on (reward normalisation + clipping, no advantage whitening, vf_coef 1,
+                # top-p 0.9, ...), but no critic warm-up (it would add value-only updates to the timed run), no ptx.
+                kwargs.update(critic_warmup_steps=0, ptx_coef=0.0)
+            if args.use_vllm:
+                # sampling time, not the correction, is measured; the correction stays at its default (on)
+                kwargs.update(use_vllm=True)
+            training_args = PPOConfig(**kwargs)
+            if args.impl == "una_online":
+                del value_model  # critic-free: the value model is never handed over, so it is freed before training
+                trainer = PPOTrainer(
+                    training_args, tokenizer, policy, ref_policy, reward_model, dataset, callbacks=[timer]
+                )
+            else:
+                trainer = PPOTrainer(
+                    training_args, tokenizer, policy, ref_policy, reward_model, dataset, value_model, callbacks=[timer]
+                )
         train_start = time.perf_counter()
         trainer.train()
         train_seconds = time.perf_counter() - train_start
@@ -245,8 +283,13 @@ def main() -> None:
         raise RuntimeError(f"expected {args.updates} on_step_end calls, got {len(ends)}")
     per_update = [b - a for a, b in itertools.pairwise(ends)]  # update 2..N (update 1 is warm-up)
     cpu_per_update = [b - a for a, b in itertools.pairwise(timer.cpu_ends)]
+    generation = [e for e in trainer.state.log_history if "sampling/sampling_logp_difference/mean" in e]
     result = {
         "impl": args.impl,
+        "use_vllm": args.use_vllm,
+        "sampler_logp_difference_mean": generation[-1]["sampling/sampling_logp_difference/mean"]
+        if generation
+        else None,
         "setting": args.setting,
         "updates": args.updates,
         "timed_updates": len(per_update),
@@ -268,7 +311,7 @@ def main() -> None:
     if len(timer.begins) == len(ends):
         inner = [end - begin for begin, end in zip(timer.begins[1:], ends[1:], strict=True)]
         result["s_per_update_inner"] = statistics.median(inner)
-    if args.impl != "trl112":
+    if args.impl not in ("trl112", "grpo"):
         result["ppomax_trl"] = ppomax_trl.__version__
         raw_scores = [e["ppomax/raw_score_mean"] for e in trainer.state.log_history if "ppomax/raw_score_mean" in e]
         result["raw_score_first"], result["raw_score_last"] = raw_scores[0], raw_scores[-1]

@@ -159,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     quickstart.add_argument("--model_dir", default=None, help="A converted SmolLM2 folder (default: the user cache).")
     quickstart.add_argument("--report_to", default="none", help="`none`, or `wandb` (works with WANDB_MODE=offline).")
     quickstart.add_argument("--learning_rate", type=float, default=5e-5, help="Policy learning rate (critic: 3x).")
+    quickstart.add_argument(
+        "--use_vllm",
+        action="store_true",
+        help="Sample with vLLM (needs vLLM: on a CPU, run it with .venv-vllm/bin/ppomax-trl after scripts/vllm_env.sh).",
+    )
     commands.add_parser("recipes", help="List the packaged recipes, example configs and accelerate configs (paths).")
     plot = commands.add_parser(
         "plot", help="Draw a run's monitors.png (reward, KL, value loss, clip fraction, ...) from its log history."
@@ -212,9 +217,14 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             run_quickstart(
-                args.output_dir, args.num_updates, args.seed, args.model_dir, args.report_to, args.learning_rate
-            )
+                args.output_dir, args.num_updates, args.seed, args.model_dir, args.report_to, args.learning_rate,
+                use_vllm=args.use_vllm,
+            )  # fmt: skip
         except MissingExtrasError as error:  # raised before anything is loaded
+            raise SystemExit(str(error)) from None
+        except ImportError as error:  # `--use_vllm` without vLLM: the message has the install lines
+            if not args.use_vllm:
+                raise
             raise SystemExit(str(error)) from None
         return 0
     return 2

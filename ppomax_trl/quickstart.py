@@ -77,6 +77,7 @@ def run_quickstart(
     model_dir: str | Path | None = None,
     report_to: str = "none",
     learning_rate: float = 5e-5,
+    use_vllm: bool = False,
 ) -> dict[str, Any]:
     """Train PPO-max on the positive-review task; returns the held-out reward before and after and the timings."""
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -90,6 +91,10 @@ def run_quickstart(
 
     # every missing extra in one message now, not one per failed run (or matplotlib after the training)
     require_extras("ppomax-trl quickstart", QUICKSTART_PACKAGES, report_to=report_to, smollm2=model_dir is None)
+    if use_vllm:
+        from .vllm_generation import require_vllm
+
+        require_vllm("ppomax-trl quickstart --use_vllm")
     start = time.perf_counter()
     tokenizer, policy = load_smollm2(model_dir)
     output_dir = Path(output_dir)
@@ -117,6 +122,7 @@ def run_quickstart(
         value_learning_rate=3 * learning_rate,  # the paper's critic/policy ratio (1.5e-6 / 5e-7)
         critic_warmup_steps=warmup_steps,  # default 10; 3 fit the 5-minute budget
         num_sample_generations=0,
+        use_vllm=use_vllm,  # rollouts and held-out samples from vLLM (colocated, in this process)
     )
     trainer = PPOMaxTrainer(
         args,
@@ -154,6 +160,7 @@ def run_quickstart(
         "held_out_reward_p10_after": after["eval_ppomax/score_p10"],
         "kl_per_token_last": train_logs[-1]["ppomax/kl_per_token"] if train_logs else None,
         "num_updates": num_updates,
+        "use_vllm": use_vllm,
         "critic_warmup_steps": trainer.critic_warmup_done,
         "load_seconds": load_seconds,
         "train_seconds": train_seconds,

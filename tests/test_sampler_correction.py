@@ -185,3 +185,57 @@ def test_pushed_weights_are_the_policy_or_its_merged_adapter(tokenizer):
     assert not torch.equal(pushed[q], plain[q])  # the adapter is in the pushed weights
     # the adapter is unmerged again: the policy is bit-identical to before
     assert all(torch.equal(p, before[name]) for name, p in peft_model.named_parameters())
+
+
+class FakeServerClient:
+    """Stands in for TRL's `VLLMClient`: records what the generator sends, answers like `vllm-serve`."""
+
+    def __init__(self, completions, logprobs):
+        self.completions, self.logprobs, self.requests, self.pushed, self.resets = completions, logprobs, [], [], 0
+
+    def generate(self, prompts, **kwargs):
+        self.requests.append((prompts, kwargs))
+        return {"completion_ids": self.completions, "logprobs": [[[v] for v in row] for row in self.logprobs]}
+
+    def update_named_param(self, name, tensor):
+        self.pushed.append((name, tensor.clone()))
+
+    def reset_prefix_cache(self):
+        self.resets += 1
+
+
+def test_server_mode_sends_prompt_ids_and_stop_settings_and_pushes_the_policy(tmp_path, tokenizer):
+    """Server mode through a fake client (a real one needs `trl vllm-serve` and NCCL): the request carries the prompt
+    ids without padding and our stop settings; responses are cut at the stop token like every other; the push sends
+    every policy weight under its checkpoint name, then resets the server's prefix cache."""
+    from conftest import fp32_accelerator
+
+    from ppomax_trl.prompts import collate_prompts
+    from ppomax_trl.vllm_generation import VLLMGenerator
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    args = PPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", use_vllm=True,
+                     vllm_mode="server", response_length=4, top_k=5)  # fmt: skip
+    generator = object.__new__(VLLMGenerator)  # the constructor would connect to a server
+    generator.accelerator, generator.args, generator.pad_token_id, generator.stop_token_ids = (
+        fp32_accelerator(), args, pad, [eos],
+    )  # fmt: skip
+    generator._gather, generator._on_cpu = False, True
+    generator.client = FakeServerClient([[7, eos], [8, 9, 10, 11]], [[-0.5, -0.25], [-1.0, -1.0, -2.0, -0.5]])
+    rows = [{"input_ids": tokenizer(p)["input_ids"]} for p in PROMPTS[:2]]
+    ids, mask = collate_prompts(rows, pad, "cpu")
+    out = generator.generate(None, ids, mask, temperature=0.7, top_p=0.9)
+    prompts, kwargs = generator.client.requests[0]
+    assert prompts == [row["input_ids"] for row in rows]  # no padding sent
+    assert kwargs["temperature"] == 0.7 and kwargs["top_p"] == 0.9 and kwargs["top_k"] == 5
+    assert kwargs["max_tokens"] == 4 and kwargs["logprobs"] == 0
+    assert kwargs["generation_kwargs"] == {"ignore_eos": True, "stop_token_ids": [eos]}
+    assert out.ids.tolist() == [[7, eos, pad, pad], [8, 9, 10, 11]]
+    assert out.stopped.tolist() == [True, False] and out.mask.sum(1).tolist() == [2, 4]
+    assert out.logprobs.tolist() == [[-0.5, -0.25, 0.0, 0.0], [-1.0, -1.0, -2.0, -0.5]]
+
+    policy = tiny_causal_lm(tokenizer)
+    generator.sync_weights(policy)
+    pushed = dict(generator.client.pushed)
+    assert pushed.keys() == dict(policy.named_parameters()).keys() and generator.client.resets == 1
+    assert all(torch.equal(pushed[name], p) for name, p in policy.named_parameters())
