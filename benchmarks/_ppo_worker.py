@@ -169,7 +169,8 @@ def build_grpo(args, output_dir: str, tokenizer, policy, reward_model, input_ids
         max_completion_length=args.response_length, temperature=args.temperature, max_steps=args.updates,
         max_grad_norm=args.max_grad_norm, logging_steps=1, save_strategy="no", report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, use_vllm=args.use_vllm,
-        generation_kwargs={"eos_token_id": None, "min_new_tokens": args.response_length},
+        # every completion runs to the full length, as in the PPO runs (no stop token)
+        generation_kwargs={"ignore_eos": True} if args.use_vllm else {"eos_token_id": None, "min_new_tokens": args.response_length},
     )  # fmt: skip
     return GRPOTrainer(
         model=policy, reward_funcs=reward_model, args=config, processing_class=tokenizer,
