@@ -31,7 +31,7 @@ import pytest
 
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = ("bash", "dirname", "rm", "mkdir", "chmod", "cat", "env")
+TOOLS = ("bash", "dirname", "rm", "mkdir", "chmod", "cat", "env", "tail", "mktemp", "grep")
 FAKE_VENV = """#!{bash}
 echo "VENV $0 $*" >> "$FAKE_LOG"
 """
@@ -61,6 +61,15 @@ SITECUSTOMIZE = """import sysconfig
 _get_path = sysconfig.get_path
 sysconfig.get_path = lambda name, *a, **k: {marker_dir!r} if name == "stdlib" else _get_path(name, *a, **k)
 """
+
+
+def assert_main_suite_then_vllm_tests(calls: list[str], main_python: str, repo: Path) -> None:
+    """`run.sh test` without ARGS: the main suite with `main_python`, then the vLLM tests in `.venv-vllm` (built by
+    scripts/vllm_env.sh with the system `python3`, never with the main environment's pip)."""
+    main = calls.index(f"{main_python} -m pytest -q tests")
+    assert calls[-1] == f"VENV {repo}/.venv-vllm/bin/python -m pytest -q -p no:cacheprovider tests_vllm"
+    vllm_installs = [call for call in calls[main:] if " -m pip install" in call]
+    assert vllm_installs and all(call.startswith("VENV .venv-vllm/bin/python -m pip") for call in vllm_installs)
 
 
 def _interpreter(folder: Path, name: str, managed: bool, tmp_path: Path) -> None:
@@ -134,8 +143,9 @@ def test_stock_machine_creates_and_reuses_the_project_venv(machine, interpreters
 
     result, calls = run(interpreters)  # the second run reuses .venv
     assert result.returncode == 0, result.stderr
-    assert not [call for call in calls if not call.startswith("VENV")]
-    assert calls[-1] == f"VENV {venv_python} -m pytest -q tests"
+    # (the vLLM environment is made with the system python3 on its first run: `python3 -m venv .venv-vllm`)
+    assert not [call for call in calls if not call.startswith("VENV") and call != "python3 -m venv .venv-vllm"]
+    assert_main_suite_then_vllm_tests(calls, f"VENV {venv_python}", repo)
 
 
 def test_installable_python_is_used_as_today(machine):
@@ -144,7 +154,7 @@ def test_installable_python_is_used_as_today(machine):
     result, calls = run({"python": False, "python3": True})
     assert result.returncode == 0, result.stderr
     assert "python -m pip install --disable-pip-version-check torch==2.13.0" in calls
-    assert calls[-1] == "python -m pytest -q tests"
+    assert_main_suite_then_vllm_tests(calls, "python", repo)
     assert not (repo / ".venv").exists()
 
 
@@ -156,11 +166,11 @@ def test_active_virtualenv_and_python_variable_win(machine, tmp_path):
     (active / "bin" / "python").chmod(0o755)
     result, calls = run({"python3": True}, VIRTUAL_ENV=str(active))
     assert result.returncode == 0, result.stderr
-    assert calls[-1] == f"VENV {active}/bin/python -m pytest -q tests"
+    assert_main_suite_then_vllm_tests(calls, f"VENV {active}/bin/python", repo)
     assert not (repo / ".venv").exists()
 
     result, calls = run({"python3": True}, PYTHON=str(active / "bin" / "python"))
-    assert calls[-1] == f"VENV {active}/bin/python -m pytest -q tests"
+    assert_main_suite_then_vllm_tests(calls, f"VENV {active}/bin/python", repo)
 
 
 def test_missing_python3_venv_prints_the_apt_command(machine):
