@@ -273,11 +273,66 @@ def calibration(gold: list[float], proxy: list[float], bins: int = 5) -> dict:
     }
 
 
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as file:  # streamed: a full proxy is ~540 MB
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
 def proxy_sha256(reward_model_dir: Path) -> str:
-    """sha256 of the proxy's weights file: every run records it, so runs made in different sessions (each retrains
-    the proxy from the committed samples) are compared only when they were trained on the same proxy."""
-    with (reward_model_dir / "model.safetensors").open("rb") as weights:  # streamed: the file is ~540 MB
-        return hashlib.file_digest(weights, "sha256").hexdigest()
+    """The proxy's identity, which every run records, so runs made in different sessions are compared only when they
+    were trained on the same proxy: the sha256 of its LoRA adapter when it was merged from one (`proxy_source.json`:
+    the committed adapter's bytes are the same on every machine), else of its weights file (a full fine-tune is
+    retrained by each session from the committed samples, and CPU training is not bitwise the same everywhere)."""
+    source = reward_model_dir / "proxy_source.json"
+    if source.is_file():
+        return json.loads(source.read_text())["adapter_sha256"]
+    return file_sha256(reward_model_dir / "model.safetensors")
+
+
+# A LoRA proxy (`proxy --lora`, the robustness map's): its ~20 MB adapter is committed beside its results
+# (`<results>/proxy_lora/`), so every session loads the same proxy in seconds instead of retraining a 540 MB one for
+# ~50 minutes. The score head is trained in full (SEQ_CLS keeps it in `modules_to_save`).
+LORA_FLAGS = (
+    "--use_peft", "--lora_task_type", "SEQ_CLS", "--lora_r", "16", "--lora_alpha", "32", "--lora_dropout", "0.0",
+    "--lora_target_modules", "all-linear",
+)  # fmt: skip
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def merge_proxy_adapter(base: Path, adapter_dir: Path, out_dir: Path) -> None:
+    """Save `base` with the LoRA reward adapter of `adapter_dir` merged in to `out_dir`: a plain sequence classifier,
+    which every trainer scores with and PPO critics are copied from, plus `proxy_source.json` (the adapter's sha256).
+    Written to a temporary folder and renamed, so a reader never sees half a proxy."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    merged.save_pretrained(partial)
+    AutoTokenizer.from_pretrained(base).save_pretrained(partial)
+    source = {"adapter_sha256": file_sha256(adapter_dir / "adapter_model.safetensors"), "adapter": str(adapter_dir)}
+    (partial / "proxy_source.json").write_text(json.dumps(source, indent=1) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)
+    log(f"merged the proxy adapter {source['adapter_sha256'][:12]} into {out_dir}")
+
+
+def ensure_proxy(work_dir: Path, results_dir: Path, base: Path) -> Path:
+    """The proxy's folder, merged first from the committed adapter (`results_dir/proxy_lora`) when it is not there;
+    a clear error when there is neither."""
+    proxy_dir = work_dir / "proxy_reward_model"
+    adapter_dir = results_dir / "proxy_lora"
+    if not (proxy_dir / "config.json").is_file() and (adapter_dir / "adapter_model.safetensors").is_file():
+        merge_proxy_adapter(base, adapter_dir, proxy_dir)
+    if not (proxy_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"No proxy reward model at {proxy_dir} and no adapter at {adapter_dir}: run "
+            "`python benchmarks/overoptimisation.py proxy` (or `benchmarks/robustness_map.py proxy`)."
+        )
+    return proxy_dir
 
 
 def proxy(args) -> dict:
@@ -287,7 +342,7 @@ def proxy(args) -> dict:
     base = args.base or prepare_base_model(work)
     # the sampled lists are results (committed beside proxy.json): anyone can retrain the same proxy or re-score
     # them, and a later session does not sample them again
-    samples_dir, data_dir = args.results_dir / "samples", work / "proxy_lists"
+    samples_dir, data_dir = getattr(args, "samples_dir", None) or args.results_dir / "samples", work / "proxy_lists"
     samples_dir.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     train_openers = splits["proxy_train"][: args.num_train]
@@ -301,10 +356,24 @@ def proxy(args) -> dict:
     # only the merged training lists in `data_dir`: `load_dataset(data_dir)` must see one split
     (data_dir / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in train_rows))
     reward_dir = work / "proxy_reward_model"
+    lora = getattr(args, "lora", False)
+    train_dir = work / "proxy_lora" if lora else reward_dir
     start = time.perf_counter()
-    train_rank_list_reward_model(base, data_dir, reward_dir, epochs=args.epochs, learning_rate=args.learning_rate,
-                                 seed=args.seed, extra=args.rm_args)  # fmt: skip
-    train_seconds = time.perf_counter() - start
+    if lora and (train_dir / "adapter_model.safetensors").is_file():
+        # an adapter trained by an earlier, interrupted call: reused (training is the ~45-minute step)
+        train_seconds = json.loads((train_dir / "train_results.json").read_text())["train_runtime"]
+        log(f"reusing the adapter trained in {train_dir}")
+    else:
+        extra = [*LORA_FLAGS, *args.rm_args] if lora else args.rm_args
+        train_rank_list_reward_model(base, data_dir, train_dir, epochs=args.epochs, learning_rate=args.learning_rate,
+                                     seed=args.seed, extra=extra)  # fmt: skip
+        train_seconds = time.perf_counter() - start
+    if lora:
+        adapter_dir = args.results_dir / "proxy_lora"
+        adapter_dir.mkdir(parents=True, exist_ok=True)
+        for name in ADAPTER_FILES:
+            shutil.copyfile(train_dir / name, adapter_dir / name)
+        merge_proxy_adapter(base, adapter_dir, reward_dir)
     gold = [row["scores"] for row in held_out_rows]
     scores = proxy_scores(reward_dir, held_out_rows)
     held_out_agreement, held_out_pairs = agreement(gold, scores, GOLD_MARGIN)
@@ -316,6 +385,7 @@ def proxy(args) -> dict:
         "epochs": args.epochs,
         "learning_rate": args.learning_rate,
         "rm_args": args.rm_args,
+        "lora": list(LORA_FLAGS) if lora else None,
         "gold_margin": GOLD_MARGIN,
         "proxy_sha256": proxy_sha256(reward_dir),
         "held_out_agreement": held_out_agreement,
@@ -399,11 +469,7 @@ def load_run_models(args):
     else:
         base = prepare_base_model(args.work_dir)
         tokenizer = AutoTokenizer.from_pretrained(base)
-    proxy_dir = args.work_dir / "proxy_reward_model"
-    if not (proxy_dir / "config.json").is_file():
-        raise FileNotFoundError(
-            f"No proxy reward model at {proxy_dir}: run `python benchmarks/overoptimisation.py proxy`."
-        )
+    proxy_dir = ensure_proxy(args.work_dir, args.results_dir, base)
     policy = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval().requires_grad_(False)
     proxy_model = AutoModelForSequenceClassification.from_pretrained(proxy_dir, dtype=torch.float32)
@@ -420,7 +486,7 @@ def build_run_trainer(args, run: str, tokenizer, policy, proxy_model, base: Path
     overrides = dict(overrides)
     critic = overrides.pop("critic", "reward_model")
     common = dict(
-        output_dir=str(run_dir(args, run)), seed=args.seed, use_cpu=True, bf16=False, activation_checkpointing=False,
+        output_dir=str(run_dir(args, run_name(args))), seed=args.seed, use_cpu=True, bf16=False, activation_checkpointing=False,
         report_to="none", save_strategy="steps", save_steps=args.save_every, save_total_limit=1, logging_steps=1,
         disable_tqdm=True, max_steps=args.updates, per_device_train_batch_size=8, learning_rate=args.learning_rate,
         **SAMPLING,
@@ -464,8 +530,13 @@ def build_run_trainer(args, run: str, tokenizer, policy, proxy_model, base: Path
     return PPOMaxTrainer(config, tokenizer, policy, None, proxy_model, dataset, value_model)
 
 
-def run_dir(args, run: str) -> Path:
-    return args.work_dir / "runs" / run
+def run_name(args) -> str:
+    """The name of a run's JSON and checkpoint folder: `--name`, else the recipe's (`--run`)."""
+    return getattr(args, "name", None) or args.run
+
+
+def run_dir(args, name: str) -> Path:
+    return args.work_dir / "runs" / name
 
 
 def held_out_samples(policy, reference, proxy_model, tokenizer, openers: list[str], seed: int, max_new_tokens: int):
@@ -473,7 +544,7 @@ def held_out_samples(policy, reference, proxy_model, tokenizer, openers: list[st
     code path for every trainer: proxy score (prompt + response ids up to and including a sampled EOS, unpadded, as
     the proxy was trained), gold score (VADER of the continuation), KL to the reference (k1 on the sampled tokens,
     summed over the response: nats per sequence, log-probs of logits / temperature, the distribution sampled from),
-    length (tokens, EOS included) and distinct-2, with every completion."""
+    length (tokens, EOS included), the share that ended with EOS and distinct-2, with every completion."""
     import torch
 
     from ppomax_trl.reviews import distinct_n, vader_reward
@@ -521,8 +592,9 @@ def held_out_samples(policy, reference, proxy_model, tokenizer, openers: list[st
         "kl_seq_se": statistics.stdev(kl) / len(kl) ** 0.5,
         "length": statistics.fmean(map(len, responses)),
         "distinct_2": distinct_n(texts, 2),
+        "eos_rate": statistics.fmean(eos in response for response in responses),
         "completions": [
-            {"opener": o, "completion": t, "proxy": p, "gold": g, "kl": k, "tokens": len(r)}
+            {"opener": o, "completion": t, "proxy": p, "gold": g, "kl": k, "tokens": len(r), "eos": eos in r}
             for o, t, p, g, k, r in zip(openers, texts, proxy_values, gold, kl, responses, strict=True)
         ],
     }
@@ -537,7 +609,8 @@ def run_one(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out_path = args.results_dir / "runs" / f"{args.run}.json"
+    name = run_name(args)
+    out_path = args.results_dir / "runs" / f"{name}.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     splits = load_splits(args.openers)
     tokenizer, policy, reference, proxy_model, base = load_run_models(args)
@@ -545,17 +618,18 @@ def run_one(args) -> dict:
     train_openers = splits["ppo_train"]
     trainer = build_run_trainer(args, args.run, tokenizer, policy, proxy_model, base, train_openers)
     config = trainer.args
-    checkpoint = get_last_checkpoint(str(run_dir(args, args.run))) if run_dir(args, args.run).is_dir() else None
+    checkpoint = get_last_checkpoint(str(run_dir(args, name))) if run_dir(args, name).is_dir() else None
     previous = json.loads(out_path.read_text()) if out_path.is_file() and checkpoint else None
     resumed_step = int(checkpoint.rsplit("-", 1)[1]) if checkpoint else 0
     proxy_digest = proxy_sha256(args.work_dir / "proxy_reward_model")
     if previous and previous.get("proxy_sha256") != proxy_digest:
         raise ValueError(
-            f"{args.run}: its checkpoint was trained on another proxy ({previous.get('proxy_sha256')}) than "
-            f"{args.work_dir / 'proxy_reward_model'} ({proxy_digest}); delete {run_dir(args, args.run)} to start over."
+            f"{name}: its checkpoint was trained on another proxy ({previous.get('proxy_sha256')}) than "
+            f"{args.work_dir / 'proxy_reward_model'} ({proxy_digest}); delete {run_dir(args, name)} to start over."
         )
     record = {
         "run": args.run,
+        "name": name,
         "trainer": type(trainer).__name__,
         "proxy_sha256": proxy_digest,
         "config": {key: _jsonable(getattr(config, key, None)) for key in RUN_CONFIG_KEYS},
@@ -594,7 +668,7 @@ def run_one(args) -> dict:
                                 **metrics})  # fmt: skip
         save()
         log(
-            f"{args.run} update {update}/{args.updates}: proxy {metrics['proxy']:+.3f} gold {metrics['gold']:+.3f} "
+            f"{name} update {update}/{args.updates}: proxy {metrics['proxy']:+.3f} gold {metrics['gold']:+.3f} "
             f"kl/seq {metrics['kl_seq']:.2f} length {metrics['length']:.1f} distinct-2 {metrics['distinct_2']:.2f} "
             f"({seconds:.0f} s)"
         )
@@ -611,7 +685,7 @@ def run_one(args) -> dict:
     record["complete"] = trainer.state.global_step - record["critic_warmup_steps"] >= args.updates
     save()  # the last update is logged after its on_step_end, so after the last eval
     if record["complete"] and not args.keep_checkpoints:
-        shutil.rmtree(run_dir(args, args.run), ignore_errors=True)
+        shutil.rmtree(run_dir(args, name), ignore_errors=True)
     return record
 
 
@@ -891,6 +965,10 @@ def main(argv: list[str] | None = None) -> None:
     sub["proxy"].add_argument("--epochs", type=int, default=2)
     sub["proxy"].add_argument("--learning-rate", type=float, default=3e-5)
     sub["proxy"].add_argument("--rm-args", nargs="*", default=[], help="more reward_rank recipe flags")
+    sub["proxy"].add_argument("--lora", action="store_true", help="a LoRA proxy (`LORA_FLAGS`), its adapter committed")
+    sub["proxy"].add_argument(
+        "--samples-dir", type=Path, default=None, help="the sampled lists (default: results/samples)"
+    )
     for name in ("run", "all"):
         sub[name].add_argument("--updates", type=int, default=150, help="policy updates (critic warm-up not counted)")
         sub[name].add_argument("--eval-every", type=int, default=10)
@@ -898,6 +976,7 @@ def main(argv: list[str] | None = None) -> None:
         sub[name].add_argument("--learning-rate", type=float, default=LEARNING_RATE, help="the shared policy lr")
         sub[name].add_argument("--threads", type=int, default=None, help="torch threads per run process")
     sub["run"].add_argument("--run", choices=list(RUNS), required=True)
+    sub["run"].add_argument("--name", default=None, help="the run's JSON and checkpoint folder name (default: --run)")
     sub["run"].add_argument(
         "--eval-samples", type=int, default=EVAL_REPEATS * SPLITS["eval"], help="held-out samples per eval"
     )

@@ -302,3 +302,149 @@ def test_lora_footprint_smoke_measures_both_critics(tmp_path):
     assert lora["save_model_bytes"]["critic"] < full["save_model_bytes"]["critic"] / 4
     for run in (full, lora):
         assert all(math.isfinite(mb) and mb > 0 for mb in run["peak_rss_mb"].values())
+
+
+def _robustness_map():
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import robustness_map
+
+    return robustness_map
+
+
+def _map_record(trainer, lr, seed, golds, distinct=None, lengths=None, se=0.05):
+    """A complete map run with evals every 10 updates: gold, distinct-2 and length per eval."""
+    distinct = distinct or [0.9] * len(golds)
+    lengths = lengths or [23.0] * len(golds)
+    evals = [
+        {"update": 10 * i, "gold": g, "gold_se": se, "kl_seq": float(i), "distinct_2": d, "length": n,
+         "eos_rate": 0.1, "seconds": 60.0 * i}
+        for i, (g, d, n) in enumerate(zip(golds, distinct, lengths, strict=True))
+    ]  # fmt: skip
+    return {"run": trainer, "name": f"{trainer}_lr{lr:g}_seed{seed}", "seed": seed, "complete": True,
+            "config": {"learning_rate": lr}, "evals": evals}  # fmt: skip
+
+
+def test_robustness_map_collapse_gain_and_working_range_by_hand():
+    module = _robustness_map()
+    rising = [0.2 + 0.03 * i for i in range(11)]  # gain 0.30 > 2 x hypot(0.05, 0.05) = 0.141
+    healthy = module.summarise(_map_record("ppo_max", 1e-5, 0, rising))
+    assert healthy["improved"] and not healthy["collapsed"] and healthy["gain"] == pytest.approx(0.30)
+    flat = module.summarise(_map_record("ppo_max", 1e-5, 0, [0.2] * 10 + [0.3]))
+    assert not flat["improved"] and flat["gain_se"] == pytest.approx(math.hypot(0.05, 0.05))  # 0.1 is noise
+    # distinct-2 under 0.5 at updates 80, 90 and 100 collapses; at only 90 and 100 it does not
+    low = [0.9] * 8 + [0.4] * 3
+    assert module.summarise(_map_record("ppo", 1e-4, 0, rising, distinct=low))["collapse_reasons"] == ["distinct-2"]
+    assert not module.summarise(_map_record("ppo", 1e-4, 0, rising, distinct=[0.9] * 9 + [0.4] * 2))["collapsed"]
+    short = [23.0] * 8 + [11.0] * 3  # under half the update-0 length (11.5) for the last 20 updates
+    assert module.summarise(_map_record("ppo", 1e-4, 0, rising, lengths=short))["collapse_reasons"] == ["length"]
+    # gold 0.15 under its best: more than 2 x hypot(0.05, 0.05) = 0.141 collapses, 0.13 does not
+    peaked = [0.2, 0.5, 0.6, 0.7, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.65]
+    assert module.summarise(_map_record("grpo", 3e-5, 1, peaked))["collapse_reasons"] == ["gold fell"]
+    assert not module.summarise(_map_record("grpo", 3e-5, 1, [*peaked[:-1], 0.67]))["collapsed"]
+
+    assert module.working_range({3e-6: False, 1e-5: True, 3e-5: True, 1e-4: False}) == (3.0, 1e-5, 3e-5)
+    assert module.working_range({3e-6: True, 1e-5: False, 3e-5: True, 1e-4: True}) == (pytest.approx(1e-4 / 3e-5),
+                                                                                       3e-5, 1e-4)  # fmt: skip
+    assert module.working_range({3e-6: False, 1e-5: True, 3e-5: False, 1e-4: False}) == (1.0, 1e-5, 1e-5)
+    assert module.working_range(dict.fromkeys(module.LEARNING_RATES, False)) == (0.0, None, None)
+
+    def grid_of(works: dict[str, set[float]], collapses: dict[str, set[float]]) -> list[dict]:
+        rows = []
+        for trainer, lr, seed in module.grid():
+            golds = rising if lr in works.get(trainer, ()) else [0.2] * 11
+            distinct = [0.3] * 11 if lr in collapses.get(trainer, ()) and seed == 1 else None
+            rows.append(module.summarise(_map_record(trainer, lr, seed, golds, distinct=distinct)))
+        return rows
+
+    assert module.judge(grid_of({}, {})[:-1])["complete"] is False  # 23 of 24: no verdict
+    verdict = module.judge(grid_of({"ppo_max": {1e-5, 3e-5, 1e-4}, "ppo": {1e-5}, "grpo": {3e-5}}, {"ppo": {1e-4}}))
+    assert verdict["per_trainer"]["ppo_max"]["width"] == pytest.approx(10.0) and verdict["wider"]
+    assert verdict["per_trainer"]["ppo"]["collapsed_at"] == [1e-4] and verdict["collapses_only_where_others_do"]
+    # PPO-max collapsing at 1e-4 where GRPO does not fails the second target; a cell with one collapsed seed fails
+    verdict = module.judge(grid_of({"ppo_max": {1e-5, 3e-5, 1e-4}}, {"ppo": {1e-4}, "ppo_max": {1e-4}}))
+    assert not verdict["collapses_only_where_others_do"] and verdict["per_trainer"]["ppo_max"]["working"] == [
+        1e-5,
+        3e-5,
+    ]
+    assert not module.judge(grid_of({"ppo_max": {1e-5}, "ppo": {1e-5}}, {}))["wider"]  # equal widths
+
+
+def test_proxy_merged_from_a_committed_lora_adapter_scores_like_the_adapter(tmp_path):
+    """The map's proxy is a committed LoRA adapter: merged into the base it scores exactly as the adapter model does,
+    and its identity is the adapter file's sha256 (the same bytes on every machine)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm
+
+    module = _overoptimisation()
+    tokenizer = build_tiny_tokenizer()
+    base, work, results = tmp_path / "base", tmp_path / "work", tmp_path / "results"
+    tiny_causal_lm(tokenizer, seed=0).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    with pytest.raises(FileNotFoundError, match="no adapter at"):
+        module.ensure_proxy(work, results, base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+    lora = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules="all-linear"))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if "lora_B" in name or "score" in name:
+                parameter.add_(0.1 * torch.randn_like(parameter))  # a trained adapter: B != 0, a new head
+    lora.eval().save_pretrained(results / "proxy_lora")
+    proxy_dir = module.ensure_proxy(work, results, base)
+    merged = AutoModelForSequenceClassification.from_pretrained(proxy_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([tokenizer("the film was a delight")["input_ids"]])
+    with torch.no_grad():
+        expected, got = lora(input_ids=ids).logits, merged(input_ids=ids).logits
+        plain = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).eval()(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5) and not torch.allclose(got, plain, atol=1e-3)
+    sha = module.file_sha256(results / "proxy_lora" / "adapter_model.safetensors")
+    assert module.proxy_sha256(proxy_dir) == sha
+    assert not (work / "proxy_reward_model.partial").exists()
+
+
+@pytest.mark.slow
+def test_robustness_map_driver_runs_the_grid_commits_each_run_and_reports(tmp_path):
+    """`all` runs the cells not complete yet under their grid names at their learning rate and seed, commits each
+    run's JSON alone as it lands, skips complete runs when started again; `report` writes the map and the figure."""
+    from ppomax_trl.tiny import build_tiny_tokenizer, tiny_causal_lm, tiny_reward_model
+
+    work, results = tmp_path / "work", tmp_path / "repo" / "results"
+    tokenizer = build_tiny_tokenizer()
+    tiny_causal_lm(tokenizer, seed=0).save_pretrained(work / "base")
+    tokenizer.save_pretrained(work / "base")
+    tiny_reward_model(tokenizer, seed=1).save_pretrained(work / "proxy_reward_model")
+    repo = tmp_path / "repo"
+    (repo / "staged.txt").parent.mkdir(parents=True)
+    (repo / "staged.txt").write_text("a user's staged change\n")
+    for command in (
+        ["init", "-q"],
+        ["config", "user.email", "t@t"],
+        ["config", "user.name", "t"],
+        ["add", "staged.txt"],
+    ):
+        subprocess.run(["git", "-C", str(repo), *command], check=True)
+    script = REPO_ROOT / "benchmarks" / "robustness_map.py"
+    flags = ["--tiny", "--trainers", "ppo_max", "grpo", "--learning-rates", "0.01", "--seeds", "3", "--updates", "2",
+             "--eval-every", "1", "--results-dir", str(results), "--work-dir", str(work)]  # fmt: skip
+    run_benchmark(script, "all", *flags, "--commit")
+    for trainer in ("ppo_max", "grpo"):
+        record = json.loads((results / "runs" / f"{trainer}_lr0.01_seed3.json").read_text())
+        assert record["complete"] and record["run"] == trainer and record["seed"] == 3
+        assert record["config"]["learning_rate"] == 0.01 and [e["update"] for e in record["evals"]] == [0, 1, 2]
+        assert all("eos" in c for e in record["evals"] for c in e["completions"])
+    log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s", "--name-only"], check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    assert log.count("robustness map: ") == 2 and "staged.txt" not in log  # each run alone, the user's change left
+    status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], check=True, capture_output=True,
+                            text=True).stdout  # fmt: skip
+    assert "A  staged.txt" in status
+    proc = subprocess.run([sys.executable, str(script), "all", *flags], check=True, capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=300)  # fmt: skip
+    assert "0 runs to go" in proc.stderr
+    run_benchmark(script, "report", "--results-dir", str(results))
+    text = (results / "map.md").read_text()
+    assert "| ppo_max | 0.01 | 3 |" in text and "| grpo | 0.01 | 3 |" in text and "not judged yet (2 of 24" in text
+    assert (results / "map.png").stat().st_size > 10_000
