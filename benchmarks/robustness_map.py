@@ -15,7 +15,7 @@
 
 ```
 python benchmarks/robustness_map.py proxy                    # the LoRA proxy: trained once (~45 min), adapter committed
-python benchmarks/robustness_map.py all --jobs 2 --commit    # the runs not complete, 2 at a time, each committed
+python benchmarks/robustness_map.py all --jobs 2 --commit    # runs not complete, 2 at a time, each committed + map
 python benchmarks/robustness_map.py report                   # map.md and map.png (heat map + gold-vs-KL frontier)
 ```
 
@@ -33,7 +33,7 @@ sessions is trained on one reward model (a full fine-tune is 540 MB and not bitw
 
 Resumable: a run checkpoints every 10 updates into the work folder and resumes from it when started again on the same
 machine; a run cut off with its machine starts over. `all` skips complete runs; `--commit` commits each run's JSON
-as it lands (only that file, retrying while another commit holds the index).
+as it lands, with `map.md` and `map.png` redrawn (only those files, retrying while another commit holds the index).
 
 The definitions below (`summarise`, `working_range`) were fixed before the first map run finished.
 """
@@ -124,21 +124,22 @@ def is_complete(results_dir: Path, name: str) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("complete", False)
 
 
-def commit_file(path: Path, message: str, attempts: int = 20) -> None:
-    """Commit `path` alone (whatever else is staged stays staged), retrying while another git command holds the
+def commit_files(paths: list[Path], message: str, attempts: int = 20) -> None:
+    """Commit `paths` alone (whatever else is staged stays staged), retrying while another git command holds the
     index lock; a run that landed is never lost to a busy index."""
-    repo = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"], capture_output=True,
+    repo = subprocess.run(["git", "-C", str(paths[0].parent), "rev-parse", "--show-toplevel"], capture_output=True,
                           text=True, check=True).stdout.strip()  # fmt: skip
+    names = [str(path) for path in paths]
     for attempt in range(attempts):
-        subprocess.run(["git", "-C", repo, "add", "--", str(path)], capture_output=True, text=True, check=False)
-        done = subprocess.run(["git", "-C", repo, "commit", "-q", "-m", message, "--", str(path)],
+        subprocess.run(["git", "-C", repo, "add", "--", *names], capture_output=True, text=True, check=False)
+        done = subprocess.run(["git", "-C", repo, "commit", "-q", "-m", message, "--", *names],
                               capture_output=True, text=True, check=False)  # fmt: skip
         if done.returncode == 0:
             return
         if "index.lock" not in done.stderr:
-            raise RuntimeError(f"git commit of {path} failed: {done.stderr.strip() or done.stdout.strip()}")
+            raise RuntimeError(f"git commit of {names} failed: {done.stderr.strip() or done.stdout.strip()}")
         time.sleep(1 + attempt)
-    raise RuntimeError(f"git commit of {path}: the index stayed locked for {attempts} attempts")
+    raise RuntimeError(f"git commit of {names}: the index stayed locked for {attempts} attempts")
 
 
 def landed_message(record: dict) -> str:
@@ -152,7 +153,7 @@ def landed_message(record: dict) -> str:
 
 def run_all(args) -> None:
     """The grid's runs not complete yet, `--jobs` at a time in fresh one-thread processes; with `--commit`, each run's
-    JSON is committed as its process ends. The proxy is merged first, once, so that no two runs race to write it."""
+    JSON is committed as its process ends, with the map (`report`) redrawn. The proxy is merged first, once, so that no two runs race to write it."""
     if not args.tiny:  # tiny runs build their own base; their proxy is the caller's
         overoptimisation.ensure_proxy(args.work_dir, args.results_dir, prepare_base_model(args.work_dir))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -178,8 +179,10 @@ def run_all(args) -> None:
                 continue
             record = json.loads(run_path(args.results_dir, name).read_text())
             log(landed_message(record))
-            if args.commit:
-                commit_file(run_path(args.results_dir, name), landed_message(record))
+            if args.commit:  # the run with the map redrawn around it
+                report(args)
+                paths = [run_path(args.results_dir, name), args.results_dir / "map.md", args.results_dir / "map.png"]
+                commit_files(paths, landed_message(record))
     if failed:
         raise SystemExit(f"runs that did not complete: {failed}")
 

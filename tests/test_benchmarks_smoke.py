@@ -438,6 +438,10 @@ def test_robustness_map_driver_runs_the_grid_commits_each_run_and_reports(tmp_pa
     log = subprocess.run(["git", "-C", str(repo), "log", "--format=%s", "--name-only"], check=True,
                          capture_output=True, text=True).stdout  # fmt: skip
     assert log.count("robustness map: ") == 2 and "staged.txt" not in log  # each run alone, the user's change left
+    committed_map = subprocess.run(["git", "-C", str(repo), "show", "HEAD:results/map.md"], check=True,
+                                   capture_output=True, text=True).stdout  # fmt: skip
+    assert "| ppo_max | 0.01 | 3 |" in committed_map and "| grpo | 0.01 | 3 |" in committed_map  # redrawn, committed
+    assert log.count("results/map.png") >= 1
     status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], check=True, capture_output=True,
                             text=True).stdout  # fmt: skip
     assert "A  staged.txt" in status
