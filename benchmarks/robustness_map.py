@@ -334,12 +334,14 @@ def map_markdown(summaries: list[dict]) -> str:
                 f"{max(r[key] for r in runs) - min(r[key] for r in runs):.3f}" for key in ("gold_last", "gain", "kl")
             )
         mean_gain = sum(r["gain"] for r in runs) / len(runs)
-        lines.append(
-            f"| {trainer} | {lr:g} | {len(runs)} | {mean_gain:+.3f} | {spread} | {yes_no[cell_works(runs)]} |"
-        )
+        works = yes_no[cell_works(runs)] if len(runs) == len(SEEDS) else f"pending ({len(runs)} of {len(SEEDS)} seeds)"
+        lines.append(f"| {trainer} | {lr:g} | {len(runs)} | {mean_gain:+.3f} | {spread} | {works} |")
     verdict = judge(summaries)
-    lines += ["", "| trainer | working range (both seeds improve beyond noise, none collapses) | lrs with a collapse |",
-              "|---|---|---|"]  # fmt: skip
+    range_header = (
+        "| trainer | working range (cells where both seeds ran, improved beyond noise, none collapsed) "
+        "| lrs with a collapsed seed |"
+    )
+    lines += ["", range_header, "|---|---|---|"]
     for trainer, v in verdict["per_trainer"].items():
         collapsed = ", ".join(f"{lr:g}" for lr in v["collapsed_at"]) or "none"
         lines.append(f"| {trainer} | {format_range(v)} | {collapsed} |")

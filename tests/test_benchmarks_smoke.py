@@ -451,4 +451,5 @@ def test_robustness_map_driver_runs_the_grid_commits_each_run_and_reports(tmp_pa
     run_benchmark(script, "report", "--results-dir", str(results))
     text = (results / "map.md").read_text()
     assert "| ppo_max | 0.01 | 3 |" in text and "| grpo | 0.01 | 3 |" in text and "not judged yet (2 of 24" in text
+    assert "| ppo_max | 0.01 | 1 | " in text and "pending (1 of 2 seeds)" in text  # one seed of two: no verdict
     assert (results / "map.png").stat().st_size > 10_000
