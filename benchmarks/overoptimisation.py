@@ -16,6 +16,7 @@
 ```
 python benchmarks/overoptimisation.py openers --fixtures DIR   # DIR = the unpacked npm package sentiment@5.0.2
 python benchmarks/overoptimisation.py proxy                    # sample ranked lists, train the proxy, measure it
+python benchmarks/overoptimisation.py proxy --lora --learning-rate 2e-4   # the same as a LoRA adapter (committed)
 python benchmarks/overoptimisation.py all --jobs 2             # the core runs not complete yet, two at a time
 python benchmarks/overoptimisation.py all --runs ppo_max_no_warmup ppo_max_critic_from_policy   # ablations
 python benchmarks/overoptimisation.py run --run ppo_max        # one run (resumes from its last checkpoint)
