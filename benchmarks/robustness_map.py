@@ -59,7 +59,7 @@ RESULTS_DIR = HERE / "results" / "robustness_map"
 SAMPLES_DIR = HERE / "results" / "overoptimisation" / "samples"  # the committed ranked lists the proxy trains on
 
 import overoptimisation  # noqa: E402  (beside this script)
-from stability import log, prepare_base_model  # noqa: E402
+from stability import log, prepare_base_model, run_processes  # noqa: E402
 
 
 WORK_DIR = overoptimisation.WORK_DIR.parent / "robustness_map"
@@ -153,7 +153,8 @@ def landed_message(record: dict) -> str:
 
 def run_all(args) -> None:
     """The grid's runs not complete yet, `--jobs` at a time in fresh one-thread processes; with `--commit`, each run's
-    JSON is committed as its process ends, with the map (`report`) redrawn. The proxy is merged first, once, so that no two runs race to write it."""
+    JSON is committed as its process ends, with the map (`report`) redrawn. The proxy is merged first, once, so that
+    no two runs race to write it."""
     if not args.tiny:  # tiny runs build their own base; their proxy is the caller's
         overoptimisation.ensure_proxy(args.work_dir, args.results_dir, prepare_base_model(args.work_dir))
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -161,30 +162,16 @@ def run_all(args) -> None:
     pending = [cell for cell in grid(args.trainers, args.learning_rates, args.seeds)
                if not is_complete(args.results_dir, run_name(*cell))]  # fmt: skip
     log(f"{len(pending)} runs to go: {', '.join(run_name(*cell) for cell in pending)}")
-    active: list[tuple[str, subprocess.Popen]] = []
-    failed = []
-    while pending or active:
-        while pending and len(active) < args.jobs:
-            cell = pending.pop(0)
-            log("starting " + run_name(*cell))
-            active.append((run_name(*cell), subprocess.Popen(run_command(args, *cell))))
-        time.sleep(2)
-        for name, process in list(active):
-            if process.poll() is None:
-                continue
-            active.remove((name, process))
-            if process.returncode != 0 or not is_complete(args.results_dir, name):
-                failed.append(name)
-                log(f"{name} ended with exit code {process.returncode} before completing")
-                continue
-            record = json.loads(run_path(args.results_dir, name).read_text())
-            log(landed_message(record))
-            if args.commit:  # the run with the map redrawn around it
-                report(args)
-                paths = [run_path(args.results_dir, name), args.results_dir / "map.md", args.results_dir / "map.png"]
-                commit_files(paths, landed_message(record))
-    if failed:
-        raise SystemExit(f"runs that did not complete: {failed}")
+
+    def landed(name: str) -> None:
+        record = json.loads(run_path(args.results_dir, name).read_text())
+        log(landed_message(record))
+        if args.commit:  # the run with the map redrawn around it
+            report(args)
+            paths = [run_path(args.results_dir, name), args.results_dir / "map.md", args.results_dir / "map.png"]
+            commit_files(paths, landed_message(record))
+
+    run_processes({run_name(*cell): run_command(args, *cell) for cell in pending}, args.jobs, on_success=landed)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -513,8 +513,9 @@ CONFIG_KEYS = (
 )  # fmt: skip
 
 
-def run_processes(commands: dict[str, list[str]], jobs: int) -> None:
-    """Run each named command in a fresh process, `jobs` at a time; raise naming the ones that failed."""
+def run_processes(commands: dict[str, list[str]], jobs: int, on_success=None) -> None:
+    """Run each named command in a fresh process, `jobs` at a time; `on_success(name)` is called as each one exits 0
+    (before the next starts); raise naming the ones that failed."""
     pending = list(commands)
     active: list[tuple[str, subprocess.Popen]] = []
     failed = []
@@ -529,6 +530,8 @@ def run_processes(commands: dict[str, list[str]], jobs: int) -> None:
                 active.remove(item)
                 if item[1].returncode != 0:
                     failed.append(item[0])
+                elif on_success is not None:
+                    on_success(item[0])
     if failed:
         raise SystemExit(f"runs failed: {failed}")
 
